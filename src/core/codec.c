@@ -1,0 +1,200 @@
+#include "core/codec.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/frame.h"
+#include "presence.pb-c.h"
+
+#define GATEWAY_MAX 255
+
+static const ProtobufCMessageDescriptor *const request_desc[PR_METHOD_COUNT] = {
+    [PR_METHOD_BIND] = &mpim__bind_route_req__descriptor,
+    [PR_METHOD_QUERY] = &mpim__query_route_req__descriptor,
+    [PR_METHOD_DELIVER] = &mpim__deliver_req__descriptor,
+    [PR_METHOD_UNBIND] = &mpim__unbind_route_req__descriptor,
+    [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_req__descriptor,
+};
+
+static bool bytes_eq(const ProtobufCBinaryData *b, const char *s)
+{
+    size_t n = strlen(s);
+    return b->len == n && (n == 0 || memcmp(b->data, s, n) == 0);
+}
+
+const char *codec_method_name(int method)
+{
+    return request_method_name(method);
+}
+
+int codec_lookup(const ProtobufCBinaryData *service, const ProtobufCBinaryData *method,
+                 struct pr_request *req)
+{
+    if (!bytes_eq(service, CODEC_SERVICE) && !bytes_eq(service, "mpim." CODEC_SERVICE)) {
+        request_set_result(req, MPIM__CODE__INVALID, "unknown service '%.*s'",
+                           (int)(service->len > 64 ? 64 : service->len), (const char *)service->data);
+        return -1;
+    }
+    for (int m = 0; m < PR_METHOD_COUNT; m++)
+        if (bytes_eq(method, request_method_name(m)))
+            return m;
+    request_set_result(req, MPIM__CODE__INVALID, "unknown method '%.*s'",
+                       (int)(method->len > 64 ? 64 : method->len), (const char *)method->data);
+    return -1;
+}
+
+const char *codec_check_user_id(int64_t user_id)
+{
+    return user_id > 0 ? NULL : "user_id must be > 0";
+}
+
+const char *codec_check_gateway(const uint8_t *gw, size_t len)
+{
+    if (len == 0)
+        return "gateway_addr is required";
+    if (len > GATEWAY_MAX)
+        return "gateway_addr longer than 255 bytes";
+    for (size_t i = 0; i < len; i++)
+        if (gw[i] < 0x21 || gw[i] > 0x7e)
+            return "gateway_addr must be printable ASCII without spaces";
+    return NULL;
+}
+
+/* Pull user_id and the fields the shard needs out of the decoded message. */
+static void extract_fields(struct pr_request *req)
+{
+    switch (req->method) {
+    case PR_METHOD_BIND: {
+        Mpim__BindRouteReq *m = (Mpim__BindRouteReq *)req->args;
+        req->user_id = m->user_id;
+        req->gateway = m->gateway_addr;
+        break;
+    }
+    case PR_METHOD_QUERY:
+        req->user_id = ((Mpim__QueryRouteReq *)req->args)->user_id;
+        break;
+    case PR_METHOD_DELIVER: {
+        Mpim__DeliverReq *m = (Mpim__DeliverReq *)req->args;
+        req->user_id = m->user_id;
+        req->message = m->message;
+        break;
+    }
+    case PR_METHOD_UNBIND: {
+        Mpim__UnbindRouteReq *m = (Mpim__UnbindRouteReq *)req->args;
+        req->user_id = m->user_id;
+        req->gateway = m->gateway_addr;
+        break;
+    }
+    case PR_METHOD_HEARTBEAT: {
+        Mpim__HeartbeatReq *m = (Mpim__HeartbeatReq *)req->args;
+        req->user_id = m->user_id;
+        req->gateway = m->gateway_addr;
+        break;
+    }
+    }
+}
+
+int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len,
+                         size_t max_message_bytes)
+{
+    req->args = protobuf_c_message_unpack(request_desc[req->method], NULL, len, args);
+    if (req->args == NULL) {
+        request_set_result(req, MPIM__CODE__INVALID, "%s args do not parse",
+                           request_method_name(req->method));
+        return -1;
+    }
+    extract_fields(req);
+
+    const char *why = codec_check_user_id(req->user_id);
+    if (why == NULL && req->method != PR_METHOD_QUERY && req->method != PR_METHOD_DELIVER)
+        why = codec_check_gateway(req->gateway.data, req->gateway.len);
+    if (why == NULL && req->method == PR_METHOD_DELIVER && req->message.len > max_message_bytes)
+        why = "message larger than max_message_bytes";
+    if (why != NULL) {
+        request_set_result(req, MPIM__CODE__INVALID, "%s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* The response message for req, built on the caller's stack (no allocation). */
+union response {
+    ProtobufCMessage base;
+    Mpim__ErrorResp error;
+    Mpim__BindRouteResp bind;
+    Mpim__QueryRouteResp query;
+    Mpim__DeliverResp deliver;
+    Mpim__UnbindRouteResp unbind;
+    Mpim__HeartbeatResp heartbeat;
+};
+
+/* user:route:<uid> is the BindRoute route_key; built here so it needs no allocation. */
+#define ROUTE_KEY_MAX 40
+
+static void build_response(const struct pr_request *req, union response *r, Mpim__Result *result,
+                           char *route_key)
+{
+    mpim__result__init(result);
+    result->code = (Mpim__Code)req->code;
+    result->msg = (char *)req->msg;
+
+    /* Requests refused before their args decoded get the bare Result: every client can read it. */
+    if (req->args == NULL) {
+        mpim__error_resp__init(&r->error);
+        r->error.result = result;
+        return;
+    }
+    switch (req->method) {
+    case PR_METHOD_BIND:
+        mpim__bind_route_resp__init(&r->bind);
+        r->bind.result = result;
+        if (req->code == MPIM__CODE__OK) {
+            snprintf(route_key, ROUTE_KEY_MAX, "user:route:%lld", (long long)req->user_id);
+            r->bind.route_key = route_key;
+        }
+        break;
+    case PR_METHOD_QUERY:
+        mpim__query_route_resp__init(&r->query);
+        r->query.result = result;
+        r->query.gateway_addr.data = (uint8_t *)req->route;
+        r->query.gateway_addr.len = req->route != NULL ? req->route_len : 0;
+        r->query.is_online = req->flag;
+        break;
+    case PR_METHOD_DELIVER:
+        mpim__deliver_resp__init(&r->deliver);
+        r->deliver.result = result;
+        r->deliver.delivered = req->flag;
+        r->deliver.timestamp = req->timestamp;
+        break;
+    case PR_METHOD_UNBIND:
+        mpim__unbind_route_resp__init(&r->unbind);
+        r->unbind.result = result;
+        r->unbind.unbound = req->flag;
+        break;
+    default:
+        mpim__heartbeat_resp__init(&r->heartbeat);
+        r->heartbeat.result = result;
+        r->heartbeat.refreshed = req->flag;
+        break;
+    }
+}
+
+size_t codec_response_size(const struct pr_request *req)
+{
+    union response r;
+    Mpim__Result result;
+    char route_key[ROUTE_KEY_MAX];
+    build_response(req, &r, &result, route_key);
+    return FRAME_PREFIX + protobuf_c_message_get_packed_size(&r.base);
+}
+
+size_t codec_encode_response(const struct pr_request *req, uint8_t *out)
+{
+    union response r;
+    Mpim__Result result;
+    char route_key[ROUTE_KEY_MAX];
+    build_response(req, &r, &result, route_key);
+    size_t n = protobuf_c_message_pack(&r.base, out + FRAME_PREFIX);
+    frame_put_u32le(out, (uint32_t)n);
+    return FRAME_PREFIX + n;
+}

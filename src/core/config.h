@@ -1,0 +1,53 @@
+/* The INI configuration (contract §4). Loaded once by the main thread before any other thread
+ * starts; read-only afterwards, so every thread may read it. */
+#ifndef PR_CORE_CONFIG_H
+#define PR_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct redis_conf {
+    char host[256];      /* Redis server address */
+    int port;            /* its TCP port */
+    int database;        /* SELECTed on connect */
+    int timeout_ms;      /* per-request deadline and connect timeout */
+    char username[128];  /* ACL user for AUTH; empty: password-only AUTH */
+    char password[256];  /* AUTH password; empty: no AUTH */
+};
+
+struct presence_conf {
+    /* [presence_service] */
+    char host[256];              /* listen address */
+    int port;                    /* listen port */
+    int shards;                  /* thread_count: shard threads */
+    int max_connections;         /* open client connections; more are accepted and closed */
+    size_t max_frame_bytes;      /* H + args_size limit of one request */
+    size_t max_message_bytes;    /* Deliver payload limit */
+    int max_inflight;            /* pipelined requests per connection awaiting their answer */
+    int queue_depth;             /* requests a shard may hold; more get OVERLOADED */
+    size_t max_output_bytes;     /* unsent response bytes per connection before it is closed */
+    int log_level;               /* enum log_level */
+    /* [route] */
+    int route_ttl;               /* seconds */
+    int status_ttl;              /* seconds */
+    int max_retries;             /* Deliver publish retries */
+    int retry_interval_ms;       /* between those retries */
+    /* [redis_cache], [redis_queue] */
+    struct redis_conf cache;
+    struct redis_conf queue;
+};
+
+void config_defaults(struct presence_conf *c);
+
+/* Load path over the defaults already in c. Unknown keys are reported on `report` (file, line,
+ * key) and skipped. Returns 0, or -1 after writing "file:line: [section] key: why" to err. */
+int config_load(struct presence_conf *c, const char *path, FILE *report, char *err, size_t errlen);
+
+/* Set one key as the file would ("presence_service", "port", "6001"). 0 or -1 with err. */
+int config_set(struct presence_conf *c, const char *section, const char *key, const char *value,
+               char *err, size_t errlen);
+
+/* Write the effective configuration as an INI file. */
+void config_print(const struct presence_conf *c, FILE *out);
+
+#endif

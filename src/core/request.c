@@ -1,0 +1,39 @@
+/* Helpers on struct pr_request. Called by whichever thread owns the request at that moment. */
+#include "core/request.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
+{
+    req->code = (uint8_t)code;
+    req->msg[0] = '\0';
+    if (fmt != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(req->msg, sizeof(req->msg), fmt, ap);
+        va_end(ap);
+    }
+}
+
+void request_reset(struct pr_request *req)
+{
+    if (req->args != NULL)
+        protobuf_c_message_free_unpacked(req->args, NULL);
+    free(req->route);
+    memset(req, 0, sizeof(*req));
+}
+
+const char *request_method_name(int method)
+{
+    static const char *const names[PR_METHOD_COUNT] = {
+        [PR_METHOD_BIND] = "BindRoute",
+        [PR_METHOD_QUERY] = "QueryRoute",
+        [PR_METHOD_DELIVER] = "Deliver",
+        [PR_METHOD_UNBIND] = "UnbindRoute",
+        [PR_METHOD_HEARTBEAT] = "Heartbeat",
+    };
+    return method >= 0 && method < PR_METHOD_COUNT ? names[method] : "?";
+}

@@ -1,0 +1,64 @@
+/* The one object that crosses the acceptor <-> shard rings.
+ *
+ * Ownership (nng's rule): the acceptor allocates a request, fills the "acceptor" part and
+ * enqueues it on a shard's inbox; once the enqueue succeeded the shard owns it and may write
+ * the "result" and "scratch" parts. The shard hands it back through its outbox; from then on
+ * the acceptor owns it again, encodes the response and releases it (request_release).
+ * Nobody else ever touches it, so none of these fields needs atomics. */
+#ifndef PR_CORE_REQUEST_H
+#define PR_CORE_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+enum pr_method {
+    PR_METHOD_BIND,
+    PR_METHOD_QUERY,
+    PR_METHOD_DELIVER,
+    PR_METHOD_UNBIND,
+    PR_METHOD_HEARTBEAT,
+    PR_METHOD_COUNT
+};
+
+/* Result.msg is short and ours (or a clipped Redis error); it lives inline. */
+#define PR_MSG_MAX 128
+
+struct pr_request {
+    /* Acceptor part: written before the enqueue, read-only for the shard. */
+    uint64_t conn_id;            /* connection that asked: slot | generation << 32 */
+    uint32_t seq;                /* position in that connection's reorder window */
+    uint8_t method;              /* enum pr_method */
+    int64_t user_id;             /* field 1 of every request */
+    ProtobufCBinaryData gateway; /* Bind/Unbind/Heartbeat gateway_addr, points into args */
+    ProtobufCBinaryData message; /* Deliver payload, points into args */
+    ProtobufCMessage *args;      /* decoded request message; NULL for a reply made without one */
+
+    /* Result part: written by whoever answers (a shard, or the acceptor for errors it finds). */
+    uint8_t code;       /* Mpim__Code */
+    bool flag;          /* is_online / delivered / unbound / refreshed, by method */
+    int64_t timestamp;  /* Deliver: server time, ms since the epoch */
+    char *route;        /* QueryRoute gateway_addr, malloc'd by the shard; NULL if none */
+    size_t route_len;   /* length of route (it may hold any byte) */
+    char msg[PR_MSG_MAX]; /* Result.msg, NUL-terminated; empty for none */
+
+    /* Scratch: meaningful only to the shard while it owns the request. */
+    uint8_t pending;             /* Redis replies still awaited */
+    uint8_t attempts;            /* Deliver publish attempts so far */
+    bool failed;                 /* one of several pipelined commands failed */
+    double retry_at;             /* Deliver: when the next publish attempt is due (ev_now) */
+    struct pr_request *next;     /* intrusive list link: acceptor free list, shard retry queue */
+};
+
+/* Record the answer in one call: code and a printf-style message (may be NULL). */
+void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Free what the request owns (args, route) and clear it for reuse. Acceptor only. */
+void request_reset(struct pr_request *req);
+
+const char *request_method_name(int method);
+
+#endif
