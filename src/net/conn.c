@@ -1,1 +1,274 @@
-/* placeholder: being written */
+/* Client connections. Acceptor thread only. */
+#include "net/conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/codec.h"
+#include "core/frame.h"
+#include "core/log.h"
+#include "core/request.h"
+#include "net/acceptor.h"
+
+#define IN_INITIAL 16384
+#define READ_MIN 4096
+
+static int process_input(struct conn *c);
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
+
+struct conn *conn_create(struct acceptor *acc, int fd, uint64_t id)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto fail;
+    c->acc = acc;
+    c->id = id;
+    c->fd = fd;
+    c->in = malloc(IN_INITIAL);
+    if (c->in == NULL || window_init(&c->window, (uint32_t)acc->conf->max_inflight) < 0)
+        goto fail;
+    c->in_cap = IN_INITIAL;
+    ev_io_init(&c->rio, on_readable, fd, EV_READ);
+    c->rio.data = c;
+    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    c->wio.data = c;
+    ev_io_start(acc->loop, &c->rio);
+    return c;
+fail:
+    if (c != NULL) {
+        free(c->in);
+        free(c);
+    }
+    close(fd);
+    return NULL;
+}
+
+void conn_close(struct conn *c, const char *why)
+{
+    if (c->fd < 0)
+        return;
+    log_debug("conn %llu closed: %s", (unsigned long long)c->id, why);
+    ev_io_stop(c->acc->loop, &c->rio);
+    ev_io_stop(c->acc->loop, &c->wio);
+    close(c->fd);
+    c->fd = -1;
+    window_destroy(&c->window);
+    free(c->in);
+    free(c->out);
+    c->in = c->out = NULL;
+    acceptor_remove_conn(c->acc, c);
+    /* On the flush list the struct is still referenced: the acceptor frees it there. */
+    if (!c->dirty)
+        free(c);
+}
+
+bool conn_idle(const struct conn *c)
+{
+    return window_outstanding(&c->window) == 0 && c->out_off == c->out_len;
+}
+
+/* Room for n more output bytes. */
+static int out_reserve(struct conn *c, size_t n)
+{
+    if (c->out_len + n <= c->out_cap)
+        return 0;
+    if (c->out_off > 0) {
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+        if (c->out_len + n <= c->out_cap)
+            return 0;
+    }
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + n)
+        cap *= 2;
+    uint8_t *p = realloc(c->out, cap);
+    if (p == NULL)
+        return -1;
+    c->out = p;
+    c->out_cap = cap;
+    return 0;
+}
+
+void conn_answer(struct conn *c, struct pr_request *req)
+{
+    window_complete(&c->window, req);
+    struct pr_request *r;
+    while ((r = window_pop(&c->window)) != NULL) {
+        size_t n = codec_response_size(r);
+        if (out_reserve(c, n) == 0) {
+            c->out_len += codec_encode_response(r, c->out + c->out_len);
+        } else {
+            /* Out of memory: this client can no longer get answers in order. */
+            c->draining = true;
+            ev_io_stop(c->acc->loop, &c->rio);
+        }
+        acceptor_request_free(c->acc, r);
+    }
+    acceptor_mark_dirty(c->acc, c);
+}
+
+/* Write as much pending output as the socket takes. -1 if the connection broke. */
+static int write_out(struct conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(c->acc->loop, &c->wio);
+            return 0;
+        }
+        return -1;
+    }
+    c->out_off = c->out_len = 0;
+    ev_io_stop(c->acc->loop, &c->wio);
+    return 0;
+}
+
+void conn_flush(struct conn *c)
+{
+    if (write_out(c) < 0) {
+        conn_close(c, "write failed");
+        return;
+    }
+    if (c->out_len - c->out_off > c->acc->conf->max_output_bytes) {
+        c->acc->counters.output_overflows++;
+        log_limited(&c->acc->protocol_log, LOG_WARN,
+                    "conn %llu: client not reading, output over max_output_bytes; closed",
+                    (unsigned long long)c->id);
+        conn_close(c, "output limit");
+        return;
+    }
+    if (c->paused && !c->draining && !window_full(&c->window)) {
+        c->paused = false;
+        ev_io_start(c->acc->loop, &c->rio);
+        if (process_input(c) < 0)
+            return;
+    }
+    if (c->draining && conn_idle(c))
+        conn_close(c, "drained");
+}
+
+void conn_drain(struct conn *c)
+{
+    c->draining = true;
+    ev_io_stop(c->acc->loop, &c->rio);
+    acceptor_mark_dirty(c->acc, c);
+}
+
+static void protocol_error(struct conn *c, const char *what)
+{
+    c->acc->counters.protocol_errors++;
+    log_limited(&c->acc->protocol_log, LOG_WARN, "conn %llu: %s; connection closed",
+                (unsigned long long)c->id, what);
+    conn_close(c, what);
+}
+
+/* Frame and dispatch every whole request buffered, while the window has room.
+ * Returns -1 if the connection was closed. */
+static int process_input(struct conn *c)
+{
+    size_t off = 0;
+    size_t max_frame = c->acc->conf->max_frame_bytes;
+    while (!window_full(&c->window)) {
+        size_t avail = c->in_len - off;
+        if (avail < FRAME_PREFIX || (c->in_need != 0 && avail < c->in_need))
+            break;
+        struct frame_request fr;
+        int rc = frame_parse_request(c->in + off, avail, max_frame, &fr);
+        if (rc == FRAME_AGAIN) {
+            c->in_need = fr.frame_len;
+            break;
+        }
+        if (rc < 0) {
+            protocol_error(c, rc == FRAME_ERR_TOO_BIG ? "frame larger than max_frame_bytes"
+                                                      : "RpcHeader does not parse");
+            return -1;
+        }
+        acceptor_dispatch(c->acc, c, fr.args, fr.args_len, &fr.header->service_name,
+                          &fr.header->method_name);
+        frame_request_done(&fr);
+        off += fr.frame_len;
+        c->in_need = 0;
+    }
+    if (off > 0) {
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+    if (window_full(&c->window) && !c->paused) {
+        /* Backpressure: stop reading until the oldest answers have gone out. */
+        c->paused = true;
+        ev_io_stop(c->acc->loop, &c->rio);
+    }
+    return 0;
+}
+
+/* Make room to read: at least READ_MIN free, and the whole next frame if its size is known. */
+static int in_reserve(struct conn *c)
+{
+    size_t want = c->in_len + READ_MIN;
+    if (c->in_need > want)
+        want = c->in_need;
+    if (want <= c->in_cap)
+        return 0;
+    size_t cap = c->in_cap;
+    while (cap < want)
+        cap *= 2;
+    uint8_t *p = realloc(c->in, cap);
+    if (p == NULL)
+        return -1;
+    c->in = p;
+    c->in_cap = cap;
+    return 0;
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct conn *c = w->data;
+    if (in_reserve(c) < 0) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    /* One read per event: a busy client cannot starve the others. */
+    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    if (n == 0) {
+        /* The client may have only shut down its sending side: answer what it asked first. */
+        if (conn_idle(c))
+            conn_close(c, "peer closed");
+        else
+            conn_drain(c);
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            conn_close(c, "read failed");
+        return;
+    }
+    c->in_len += (size_t)n;
+    process_input(c);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct conn *c = w->data;
+    if (write_out(c) < 0) {
+        conn_close(c, "write failed");
+        return;
+    }
+    if (c->draining && conn_idle(c))
+        conn_close(c, "drained");
+}

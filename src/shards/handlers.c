@@ -1,1 +1,367 @@
-/* placeholder: being written */
+/* The RPC logic. Shard thread only: every function runs on the owning shard's loop, in hiredis
+ * callbacks or in the inbox drain. A request is always finished by exactly one shard_answer. */
+#include "shards/handlers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "presence.pb-c.h"
+#include "shards/shard.h"
+
+#define ROUTE_CHANNEL "presence:route"
+
+/* KEYS: route, status. ARGV: gateway. Deletes both only if the route still names the gateway,
+ * so a stale gateway never logs out a newer session. */
+static const char UNBIND_LUA[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('DEL', KEYS[1], KEYS[2]) return 1 end return 0";
+
+/* KEYS: route, status. ARGV: gateway, route_ttl, status_ttl. Renews each key to its own TTL,
+ * re-creating the status if only it had expired. */
+static const char HEARTBEAT_LUA[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('EXPIRE', KEYS[1], ARGV[2]) "
+    "redis.call('SET', KEYS[2], 'online', 'EX', ARGV[3]) return 1 end return 0";
+
+static struct shard *shard_of(struct redis_link *link)
+{
+    return link->owner;
+}
+
+/* --- results --- */
+
+/* A Redis error reply: availability problems are UNAVAILABLE, anything else INTERNAL. */
+static void answer_redis_error(struct shard *s, struct pr_request *req, const char *role,
+                               const redisReply *reply)
+{
+    static const char *const transient[] = {"LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN",
+                                            "CLUSTERDOWN", "NOREPLICAS"};
+    int code = MPIM__CODE__INTERNAL;
+    for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++)
+        if (strncmp(reply->str, transient[i], strlen(transient[i])) == 0)
+            code = MPIM__CODE__UNAVAILABLE;
+    request_set_result(req, code, "%s redis: %s", role, reply->str);
+    shard_answer(s, req);
+}
+
+static void answer_unavailable(struct shard *s, struct pr_request *req, const char *role, int status)
+{
+    request_set_result(req, MPIM__CODE__UNAVAILABLE, "%s redis unavailable%s", role,
+                       status == LINK_LOST ? " (no reply within timeout or connection lost)" : "");
+    shard_answer(s, req);
+}
+
+/* true when the reply is usable; otherwise the request has been answered. */
+static bool reply_ok(struct shard *s, struct pr_request *req, const char *role, int status,
+                     const redisReply *reply)
+{
+    if (status != LINK_REPLY) {
+        answer_unavailable(s, req, role, status);
+        return false;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        answer_redis_error(s, req, role, reply);
+        return false;
+    }
+    return true;
+}
+
+/* --- route-change notices (after Bind and effective Unbind) --- */
+
+static void on_notice_published(struct redis_link *link, int status, redisReply *reply, void *priv)
+{
+    struct pr_request *req = priv;
+    if (status != LINK_REPLY || reply->type == REDIS_REPLY_ERROR)
+        request_set_result(req, MPIM__CODE__OK, "route-change notice not published: %s",
+                           status == LINK_REPLY ? reply->str : "queue redis unavailable");
+    shard_answer(shard_of(link), req);
+}
+
+/* The cache write succeeded: publish "<uid>:<gw>" (or "<uid>:" for a logout), then answer OK. */
+static void publish_notice(struct shard *s, struct pr_request *req, bool logout)
+{
+    request_set_result(req, MPIM__CODE__OK, NULL);
+    int rc = link_command(&s->queue, on_notice_published, req, "PUBLISH " ROUTE_CHANNEL " %lld:%b",
+                          (long long)req->user_id, logout ? "" : (const char *)req->gateway.data,
+                          logout ? (size_t)0 : req->gateway.len);
+    if (rc < 0) {
+        request_set_result(req, MPIM__CODE__OK, "route-change notice not published: queue redis unavailable");
+        shard_answer(s, req);
+    }
+}
+
+/* --- BindRoute: SETEX route, SETEX status (pipelined), then the notice --- */
+
+static void on_bind_written(struct redis_link *link, int status, redisReply *reply, void *priv)
+{
+    struct pr_request *req = priv;
+    struct shard *s = shard_of(link);
+    if (!req->failed && (status != LINK_REPLY || reply->type == REDIS_REPLY_ERROR)) {
+        req->failed = true;
+        if (status != LINK_REPLY)
+            request_set_result(req, MPIM__CODE__UNAVAILABLE, "cache redis unavailable");
+        else
+            request_set_result(req, MPIM__CODE__INTERNAL, "cache redis: %s", reply->str);
+    }
+    if (--req->pending > 0)
+        return;
+    if (req->failed)
+        shard_answer(s, req); /* a bind whose cache write failed publishes nothing */
+    else
+        publish_notice(s, req, false);
+}
+
+static void bind_route(struct shard *s, struct pr_request *req)
+{
+    const struct presence_conf *c = s->conf;
+    long long uid = (long long)req->user_id;
+    if (link_command(&s->cache, on_bind_written, req, "SETEX user:route:%lld %d %b", uid, c->route_ttl,
+                     req->gateway.data, req->gateway.len) < 0) {
+        answer_unavailable(s, req, "cache", LINK_NOT_SENT);
+        return;
+    }
+    req->pending = 1;
+    /* Same link, same loop turn: if the first went out, so does this one. */
+    if (link_command(&s->cache, on_bind_written, req, "SETEX user:status:%lld %d online", uid,
+                     c->status_ttl) == 0)
+        req->pending = 2;
+}
+
+/* --- QueryRoute: GET route --- */
+
+static bool take_route(struct pr_request *req, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_STRING) {
+        req->flag = false;
+        return false;
+    }
+    req->route = malloc(reply->len > 0 ? reply->len : 1);
+    if (req->route == NULL) {
+        request_set_result(req, MPIM__CODE__INTERNAL, "out of memory");
+        return false;
+    }
+    memcpy(req->route, reply->str, reply->len);
+    req->route_len = reply->len;
+    req->flag = true;
+    return true;
+}
+
+static void on_query_route(struct redis_link *link, int status, redisReply *reply, void *priv)
+{
+    struct pr_request *req = priv;
+    struct shard *s = shard_of(link);
+    if (!reply_ok(s, req, "cache", status, reply))
+        return;
+    if (take_route(req, reply))
+        request_set_result(req, MPIM__CODE__OK, NULL);
+    else if (req->code == MPIM__CODE__OK)
+        request_set_result(req, MPIM__CODE__NOT_FOUND, NULL);
+    shard_answer(s, req);
+}
+
+static int get_route(struct shard *s, struct pr_request *req, link_reply_fn *fn)
+{
+    return link_command(&s->cache, fn, req, "GET user:route:%lld", (long long)req->user_id);
+}
+
+/* --- Deliver: GET route, then PUBLISH user:<uid>, retried only when surely not executed --- */
+
+static void deliver_publish(struct shard *s, struct pr_request *req);
+
+static void retry_timer_arm(struct shard *s)
+{
+    if (s->retry_head == NULL)
+        return;
+    double wait = s->retry_head->retry_at - ev_now(s->loop);
+    ev_timer_set(&s->retry_timer, wait > 0 ? wait : 0., 0.);
+    ev_timer_start(s->loop, &s->retry_timer);
+}
+
+static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct shard *s = w->data;
+    /* retry_interval is fixed, so the queue is in due order. */
+    while (s->retry_head != NULL && s->retry_head->retry_at <= ev_now(loop)) {
+        struct pr_request *req = s->retry_head;
+        s->retry_head = req->next;
+        if (s->retry_head == NULL)
+            s->retry_tail = NULL;
+        req->next = NULL;
+        deliver_publish(s, req);
+    }
+    retry_timer_arm(s);
+}
+
+static void deliver_retry_or_fail(struct shard *s, struct pr_request *req, const char *why)
+{
+    if (req->attempts > s->conf->max_retries) {
+        request_set_result(req, MPIM__CODE__UNAVAILABLE, "message not published after %d attempts: %s",
+                           req->attempts, why);
+        shard_answer(s, req);
+        return;
+    }
+    s->counters.deliver_retries++;
+    req->retry_at = ev_now(s->loop) + s->conf->retry_interval_ms / 1000.0;
+    req->next = NULL;
+    if (s->retry_tail != NULL)
+        s->retry_tail->next = req;
+    else
+        s->retry_head = req;
+    s->retry_tail = req;
+    if (!ev_is_active(&s->retry_timer))
+        retry_timer_arm(s);
+}
+
+static void on_deliver_published(struct redis_link *link, int status, redisReply *reply, void *priv)
+{
+    struct pr_request *req = priv;
+    struct shard *s = shard_of(link);
+    if (status == LINK_LOST) {
+        /* It may have gone out: publishing again could deliver the message twice. */
+        request_set_result(req, MPIM__CODE__UNAVAILABLE,
+                           "queue redis did not answer the publish in time; not retried");
+        shard_answer(s, req);
+    } else if (status == LINK_NOT_SENT) {
+        deliver_retry_or_fail(s, req, "queue redis unavailable");
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        deliver_retry_or_fail(s, req, reply->str);
+    } else {
+        req->flag = reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
+        request_set_result(req, MPIM__CODE__OK, NULL);
+        shard_answer(s, req);
+    }
+}
+
+static void deliver_publish(struct shard *s, struct pr_request *req)
+{
+    req->attempts++;
+    if (link_command(&s->queue, on_deliver_published, req, "PUBLISH user:%lld %b",
+                     (long long)req->user_id, req->message.data, req->message.len) < 0)
+        deliver_retry_or_fail(s, req, "queue redis unavailable");
+}
+
+static void on_deliver_route(struct redis_link *link, int status, redisReply *reply, void *priv)
+{
+    struct pr_request *req = priv;
+    struct shard *s = shard_of(link);
+    if (!reply_ok(s, req, "cache", status, reply))
+        return;
+    if (reply->type != REDIS_REPLY_STRING) {
+        req->flag = false;
+        request_set_result(req, MPIM__CODE__NOT_FOUND, NULL);
+        shard_answer(s, req);
+        return;
+    }
+    deliver_publish(s, req);
+}
+
+void handlers_fail_retries(struct shard *s)
+{
+    ev_timer_stop(s->loop, &s->retry_timer);
+    while (s->retry_head != NULL) {
+        struct pr_request *req = s->retry_head;
+        s->retry_head = req->next;
+        req->next = NULL;
+        request_set_result(req, MPIM__CODE__UNAVAILABLE, "server shutting down; message not published");
+        shard_answer(s, req);
+    }
+    s->retry_tail = NULL;
+}
+
+/* --- UnbindRoute and Heartbeat: compare-on-gateway Lua scripts --- */
+
+static void on_script_loaded(struct redis_link *link, int status, redisReply *reply, void *priv)
+{
+    (void)link;
+    struct shard_script *script = priv;
+    if (status == LINK_REPLY && reply->type == REDIS_REPLY_STRING && reply->len == 40)
+        memcpy(script->sha, reply->str, 41);
+}
+
+void handlers_cache_setup(struct redis_link *link)
+{
+    struct shard *s = shard_of(link);
+    link_command(link, on_script_loaded, &s->unbind_script, "SCRIPT LOAD %s", s->unbind_script.body);
+    link_command(link, on_script_loaded, &s->heartbeat_script, "SCRIPT LOAD %s", s->heartbeat_script.body);
+}
+
+static void on_script_result(struct redis_link *link, int status, redisReply *reply, void *priv);
+
+/* EVALSHA once the SHA is known, EVAL before that and after a NOSCRIPT (EVAL re-caches it). */
+static int run_script(struct shard *s, struct pr_request *req, bool by_body)
+{
+    long long uid = (long long)req->user_id;
+    bool hb = req->method == PR_METHOD_HEARTBEAT;
+    struct shard_script *sc = hb ? &s->heartbeat_script : &s->unbind_script;
+    const char *cmd = by_body || sc->sha[0] == '\0' ? "EVAL" : "EVALSHA";
+    const char *script = cmd[4] == '\0' ? sc->body : sc->sha;
+    if (hb)
+        return link_command(&s->cache, on_script_result, req,
+                            "%s %s 2 user:route:%lld user:status:%lld %b %d %d", cmd, script, uid, uid,
+                            req->gateway.data, req->gateway.len, s->conf->route_ttl, s->conf->status_ttl);
+    return link_command(&s->cache, on_script_result, req, "%s %s 2 user:route:%lld user:status:%lld %b",
+                        cmd, script, uid, uid, req->gateway.data, req->gateway.len);
+}
+
+static void on_script_result(struct redis_link *link, int status, redisReply *reply, void *priv)
+{
+    struct pr_request *req = priv;
+    struct shard *s = shard_of(link);
+    /* Scripts flushed (SCRIPT FLUSH, or a failover): run it by body once. */
+    if (status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR && !req->failed &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        req->failed = true;
+        if (run_script(s, req, true) == 0)
+            return;
+        answer_unavailable(s, req, "cache", LINK_NOT_SENT);
+        return;
+    }
+    if (!reply_ok(s, req, "cache", status, reply))
+        return;
+    req->flag = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    if (req->method == PR_METHOD_UNBIND && req->flag) {
+        publish_notice(s, req, true);
+        return;
+    }
+    request_set_result(req, MPIM__CODE__OK, NULL);
+    shard_answer(s, req);
+}
+
+/* --- entry --- */
+
+void handlers_dispatch(struct shard *s, struct pr_request *req)
+{
+    int rc = 0;
+    switch (req->method) {
+    case PR_METHOD_BIND:
+        bind_route(s, req);
+        return;
+    case PR_METHOD_QUERY:
+        rc = get_route(s, req, on_query_route);
+        break;
+    case PR_METHOD_DELIVER:
+        rc = get_route(s, req, on_deliver_route);
+        break;
+    case PR_METHOD_UNBIND:
+    case PR_METHOD_HEARTBEAT:
+        rc = run_script(s, req, false);
+        break;
+    default:
+        request_set_result(req, MPIM__CODE__INTERNAL, "bad method");
+        shard_answer(s, req);
+        return;
+    }
+    if (rc < 0)
+        answer_unavailable(s, req, "cache", LINK_NOT_SENT);
+}
+
+int handlers_init(struct shard *s)
+{
+    s->unbind_script.body = UNBIND_LUA;
+    s->heartbeat_script.body = HEARTBEAT_LUA;
+    ev_timer_init(&s->retry_timer, on_retry_timer, 0., 0.);
+    s->retry_timer.data = s;
+    return 0;
+}

@@ -1,0 +1,83 @@
+/* The acceptor thread's context (h2o's per-thread context): its loop, the listener, every
+ * connection, and the acceptor's side of each shard's rings. Acceptor thread only, except
+ * acceptor_init/run/destroy, which the main thread calls before and after. */
+#ifndef PR_NET_ACCEPTOR_H
+#define PR_NET_ACCEPTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ev.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "net/listener.h"
+
+struct conn;
+struct shard;
+struct pr_request;
+
+struct acceptor_counters {
+    uint64_t accepted;          /* connections accepted and kept */
+    uint64_t rejected;          /* connections over max_connections, closed at once */
+    uint64_t protocol_errors;   /* connections closed for an unrecoverable framing error */
+    uint64_t overloaded;        /* requests refused because a shard queue was full */
+    uint64_t output_overflows;  /* connections closed for exceeding max_output_bytes */
+};
+
+struct acceptor {
+    const struct presence_conf *conf; /* read-only */
+    struct ev_loop *loop;             /* the default loop: this thread's */
+    struct listener listener;
+
+    struct conn **conns;              /* by slot; NULL = free */
+    uint32_t *generation;             /* per slot, bumped on close: stale ids never match */
+    uint32_t *free_slots;             /* stack of free slot numbers */
+    uint32_t nfree;
+    uint32_t nconns;                  /* open connections */
+    struct conn *dirty;               /* connections to flush or resume before sleeping */
+
+    struct shard *shards;             /* N shards */
+    int nshards;
+    ev_async *answered;               /* per shard: its outbox has answers */
+    uint32_t *inflight;               /* per shard: requests handed over, not yet back */
+    uint64_t inflight_total;
+    bool *wake;                       /* per shard: got requests this turn, wake before sleeping */
+
+    struct pr_request *free_requests; /* recycled request objects */
+    uint32_t nfree_requests;
+
+    ev_prepare before_sleep;          /* wake shards, flush connections: once per loop turn */
+    ev_signal sigterm, sigint;
+    ev_timer drain_deadline;          /* shutdown gives up waiting after this */
+    bool draining;                    /* SIGTERM/SIGINT seen */
+
+    struct acceptor_counters counters;
+    struct log_limit reject_log;      /* max_connections rejections */
+    struct log_limit protocol_log;    /* bad frames */
+};
+
+int acceptor_init(struct acceptor *acc, const struct presence_conf *conf, struct ev_loop *loop,
+                  struct shard *shards, int nshards);
+/* Run until shutdown completes. */
+void acceptor_run(struct acceptor *acc);
+/* After the shards stopped: take back what they answered last, free everything. */
+void acceptor_destroy(struct acceptor *acc);
+
+/* A new client socket from the listener. */
+void acceptor_add_conn(struct acceptor *acc, int fd);
+/* The connection's slot is free again. */
+void acceptor_remove_conn(struct acceptor *acc, struct conn *c);
+/* Put the connection on this turn's flush list. */
+void acceptor_mark_dirty(struct acceptor *acc, struct conn *c);
+
+/* Turn one whole frame into a request: answer it here if it is bad, or hand it to its shard. */
+void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *frame_args, size_t args_len,
+                       const ProtobufCBinaryData *service, const ProtobufCBinaryData *method);
+
+/* Request objects: allocate (calloc or recycled) and give back. */
+struct pr_request *acceptor_request_new(struct acceptor *acc);
+void acceptor_request_free(struct acceptor *acc, struct pr_request *req);
+
+#endif

@@ -1,0 +1,91 @@
+/* One hiredis async connection to one Redis role (cache or queue), owned by one shard thread.
+ *
+ * What it adds to hiredis:
+ *  - a deadline for every command: hiredis async has none, so the link keeps the send time of
+ *    each command in a FIFO (replies come back in send order) and one timer watches the oldest;
+ *    a command that outlives the role's `timeout` tears the connection down, which answers it
+ *    and everything behind it with LINK_LOST;
+ *  - reconnection by itself with capped exponential backoff and jitter; while down, commands
+ *    are refused at once (link_command returns -1) instead of queueing without bound;
+ *  - AUTH and SELECT on every (re)connect, before anything else is sent;
+ *  - for each reply, whether a missing reply means "certainly not executed" (LINK_NOT_SENT:
+ *    the connection never came up) or "outcome unknown" (LINK_LOST), so callers know when a
+ *    retry is safe. */
+#ifndef PR_SHARDS_REDIS_LINK_H
+#define PR_SHARDS_REDIS_LINK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ev.h>
+#include <hiredis/async.h>
+
+#include "core/config.h"
+#include "core/log.h"
+
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
+
+enum link_status {
+    LINK_REPLY,    /* reply is valid (it may be a Redis error reply) */
+    LINK_NOT_SENT, /* no reply, and Redis certainly did not execute the command */
+    LINK_LOST,     /* no reply, outcome unknown: timed out or connection lost after sending */
+};
+
+struct redis_link;
+
+/* reply is NULL unless status == LINK_REPLY; it is freed after the callback returns. */
+typedef void link_reply_fn(struct redis_link *link, int status, redisReply *reply, void *priv);
+/* Called each time a connection attempt starts, so the owner can queue its own setup. */
+typedef void link_setup_fn(struct redis_link *link);
+
+struct link_pending {
+    link_reply_fn *fn; /* the caller's callback */
+    void *priv;        /* its argument */
+    ev_tstamp deadline; /* when the command times out */
+};
+
+struct redis_link {
+    const char *role;               /* "cache" or "queue", for logs */
+    const struct redis_conf *conf;  /* address, database, timeout, credentials */
+    struct ev_loop *loop;           /* the owning shard's loop */
+    void *owner;                    /* the owning shard */
+    link_setup_fn *on_setup;        /* owner's per-connection setup, may be NULL */
+
+    redisAsyncContext *ac;          /* NULL while down */
+    enum link_state state;          /* see enum */
+    enum link_status fail_status;   /* what pending commands get when we tear down */
+    bool stopping;                  /* link_stop called: never reconnect */
+
+    struct link_pending *fifo;      /* commands sent and not yet answered, oldest first */
+    uint32_t fifo_mask;             /* fifo capacity - 1 */
+    uint32_t fifo_head, fifo_tail;  /* oldest, next free */
+
+    ev_timer deadline_timer;        /* at the oldest command's deadline (re-armed lazily) */
+    ev_timer reconnect_timer;       /* backoff before the next attempt */
+    ev_tstamp backoff;              /* next reconnect delay */
+    unsigned int seed;              /* jitter */
+
+    uint64_t reconnects;            /* connections established after the first */
+    uint64_t errors;                /* timeouts, lost connections, failed connects */
+    bool ever_up;                   /* has connected at least once */
+    struct log_limit log_lim;       /* one line per second while Redis is down */
+};
+
+int link_init(struct redis_link *link, const char *role, const struct redis_conf *conf,
+              struct ev_loop *loop, void *owner, link_setup_fn *on_setup);
+/* Start connecting (shard thread). */
+void link_start(struct redis_link *link);
+/* Close for good: pending commands get LINK_LOST (or NOT_SENT if never sent). */
+void link_stop(struct redis_link *link);
+void link_destroy(struct redis_link *link);
+
+static inline bool link_is_up(const struct redis_link *link)
+{
+    return link->state == LINK_UP;
+}
+
+/* Send a command (hiredis format string). Returns 0, or -1 without calling fn when the link
+ * is down: the command was certainly not sent. */
+int link_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt, ...);
+
+#endif

@@ -1,0 +1,84 @@
+/* A shard: one thread, one libev loop, its own Redis connections, and the users whose ids hash
+ * to it (memcached's worker thread, h2o's per-thread context).
+ *
+ * Threads: shard_init/shard_start/shard_stop/shard_destroy run on the main thread;
+ * shard_submit/shard_wake/shard_take_answer on the acceptor thread; everything in shard.c's
+ * static functions and in handlers.c on the shard's own thread. The two rings are the only
+ * memory both sides touch. */
+#ifndef PR_SHARDS_SHARD_H
+#define PR_SHARDS_SHARD_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "core/config.h"
+#include "core/request.h"
+#include "core/ring.h"
+#include "shards/redis_link.h"
+
+/* Counters written only by the shard thread; read by the main thread after it joined. */
+struct shard_counters {
+    uint64_t requests[PR_METHOD_COUNT]; /* requests finished, by method */
+    uint64_t codes[8];                  /* requests finished, by Mpim__Code */
+    uint64_t deliver_retries;           /* publish attempts after the first */
+};
+
+/* A Lua script the shard runs with EVALSHA; its SHA1 comes back from SCRIPT LOAD. */
+struct shard_script {
+    const char *body; /* Lua source */
+    char sha[41];     /* hex SHA1, empty until SCRIPT LOAD answered */
+};
+
+struct shard {
+    /* Fixed before the thread starts. */
+    int id;                              /* 0..N-1 */
+    const struct presence_conf *conf;    /* read-only */
+    struct ev_loop *acceptor_loop;       /* where `answered` is registered */
+    ev_async *answered;                  /* acceptor's wake-up: "answers in my outbox" */
+
+    /* Shared: the two single-producer/single-consumer rings. */
+    struct pr_ring inbox;                /* acceptor -> shard: requests */
+    struct pr_ring outbox;               /* shard -> acceptor: answered requests */
+    ev_async wake;                       /* acceptor -> shard: inbox not empty */
+    ev_async stop;                       /* main -> shard: finish and exit */
+
+    /* Shard thread only. */
+    pthread_t thread;
+    struct ev_loop *loop;
+    ev_prepare before_sleep;             /* sends one wake-up per loop turn, if answers went out */
+    bool answers_pending;                /* outbox got answers since the last wake-up */
+    struct redis_link cache;             /* routes and statuses */
+    struct redis_link queue;             /* Pub/Sub */
+    struct shard_script unbind_script;   /* compare-and-delete route + status */
+    struct shard_script heartbeat_script;/* compare-and-renew TTLs */
+    struct pr_request *retry_head;       /* Deliver publishes waiting for their retry, by due time */
+    struct pr_request *retry_tail;
+    ev_timer retry_timer;                /* due time of retry_head */
+    struct shard_counters counters;
+};
+
+/* Main thread. */
+int shard_init(struct shard *s, int id, const struct presence_conf *conf, struct ev_loop *acceptor_loop,
+               ev_async *answered);
+int shard_start(struct shard *s);
+void shard_stop(struct shard *s); /* ask to stop, then join */
+void shard_destroy(struct shard *s);
+
+/* Acceptor thread. shard_submit hands req over (true) or leaves it with the caller (false: full). */
+static inline bool shard_submit(struct shard *s, struct pr_request *req)
+{
+    return ring_push(&s->inbox, req);
+}
+void shard_wake(struct shard *s);
+static inline struct pr_request *shard_take_answer(struct shard *s)
+{
+    return ring_pop(&s->outbox);
+}
+
+/* Shard thread: the request is answered; give it back to the acceptor. */
+void shard_answer(struct shard *s, struct pr_request *req);
+
+#endif
