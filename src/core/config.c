@@ -39,6 +39,7 @@ static const struct key_spec keys[] = {
     INT("presence_service", "max_inflight", max_inflight, 1, 1 << 20),
     INT("presence_service", "queue_depth", queue_depth, 1, 1 << 24),
     SIZE("presence_service", "max_output_bytes", max_output_bytes, 1024, 1LL << 32),
+    INT("presence_service", "idle_timeout", idle_timeout, 0, 86400 * 365),
     {"presence_service", "log_level", KEY_LOG_LEVEL, OFF(log_level), 0, 0, 0},
     INT("route", "route_ttl", route_ttl, 1, INT_MAX),
     INT("route", "status_ttl", status_ttl, 1, INT_MAX),

@@ -26,6 +26,7 @@ struct presence_conf {
     int max_inflight;            /* pipelined requests per connection awaiting their answer */
     int queue_depth;             /* requests a shard may hold; more get OVERLOADED */
     size_t max_output_bytes;     /* unsent response bytes per connection before it is closed */
+    int idle_timeout;            /* seconds without a request before a quiet connection is closed; 0 = never */
     int log_level;               /* enum log_level */
     /* [route] */
     int route_ttl;               /* seconds */

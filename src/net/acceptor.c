@@ -208,6 +208,21 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     ev_timer_start(loop, &acc->drain_deadline);
 }
 
+/* Once a second: close connections with nothing outstanding that sent nothing for idle_timeout. */
+static void on_idle_sweep(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct acceptor *acc = w->data;
+    ev_tstamp limit = ev_now(loop) - acc->conf->idle_timeout;
+    for (uint32_t s = 0; s < (uint32_t)acc->conf->max_connections; s++) {
+        struct conn *c = acc->conns[s];
+        if (c != NULL && c->last_active < limit && conn_idle(c)) {
+            acc->counters.idle_closed++;
+            conn_close(c, "idle timeout");
+        }
+    }
+}
+
 /* --- life cycle (main thread) --- */
 
 int acceptor_init(struct acceptor *acc, const struct presence_conf *conf, struct ev_loop *loop,
@@ -251,6 +266,11 @@ int acceptor_init(struct acceptor *acc, const struct presence_conf *conf, struct
     ev_signal_start(loop, &acc->sigint);
     ev_timer_init(&acc->drain_deadline, on_drain_deadline, 0., 0.);
     acc->drain_deadline.data = acc;
+    if (conf->idle_timeout > 0) {
+        ev_timer_init(&acc->idle_sweep, on_idle_sweep, 1., 1.);
+        acc->idle_sweep.data = acc;
+        ev_timer_start(loop, &acc->idle_sweep);
+    }
     return 0;
 }
 

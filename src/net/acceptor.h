@@ -24,6 +24,7 @@ struct acceptor_counters {
     uint64_t protocol_errors;   /* connections closed for an unrecoverable framing error */
     uint64_t overloaded;        /* requests refused because a shard queue was full */
     uint64_t output_overflows;  /* connections closed for exceeding max_output_bytes */
+    uint64_t idle_closed;       /* connections closed after idle_timeout */
 };
 
 struct acceptor {
@@ -51,6 +52,7 @@ struct acceptor {
     ev_prepare before_sleep;          /* wake shards, flush connections: once per loop turn */
     ev_signal sigterm, sigint;
     ev_timer drain_deadline;          /* shutdown gives up waiting after this */
+    ev_timer idle_sweep;              /* closes quiet connections past idle_timeout */
     bool draining;                    /* SIGTERM/SIGINT seen */
 
     struct acceptor_counters counters;

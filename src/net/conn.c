@@ -38,6 +38,7 @@ struct conn *conn_create(struct acceptor *acc, int fd, uint64_t id)
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     c->wio.data = c;
     ev_io_start(acc->loop, &c->rio);
+    c->last_active = ev_now(acc->loop);
     return c;
 fail:
     if (c != NULL) {
@@ -149,9 +150,10 @@ void conn_flush(struct conn *c)
         conn_close(c, "output limit");
         return;
     }
-    if (c->paused && !c->draining && !window_full(&c->window)) {
+    if (c->paused && !window_full(&c->window)) {
         c->paused = false;
-        ev_io_start(c->acc->loop, &c->rio);
+        if (!c->draining)
+            ev_io_start(c->acc->loop, &c->rio);
         if (process_input(c) < 0)
             return;
     }
@@ -164,6 +166,10 @@ void conn_drain(struct conn *c)
     c->draining = true;
     ev_io_stop(c->acc->loop, &c->rio);
     acceptor_mark_dirty(c->acc, c);
+    /* Whole frames already received are in flight too: serve them (the rest after the window
+     * drains, from conn_flush). */
+    if (!c->paused)
+        process_input(c);
 }
 
 static void protocol_error(struct conn *c, const char *what)
@@ -234,7 +240,6 @@ static int in_reserve(struct conn *c)
 
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct conn *c = w->data;
     if (in_reserve(c) < 0) {
@@ -257,6 +262,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->in_len += (size_t)n;
+    c->last_active = ev_now(loop);
     process_input(c);
 }
 

@@ -30,6 +30,7 @@ struct conn {
     bool draining;         /* shutdown: no more reads */
     bool dirty;            /* on the acceptor's list to flush/resume this loop turn */
     struct conn *next_dirty;
+    ev_tstamp last_active; /* when the client last sent bytes (idle_timeout) */
 
     uint8_t *in;           /* received bytes not yet framed */
     size_t in_len, in_cap;
