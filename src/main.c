@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "metrics/http.h"
 #include "net/acceptor.h"
 #include "shards/shard.h"
 
@@ -71,6 +72,25 @@ static void load_config(int argc, char **argv, struct presence_conf *conf, bool 
     }
 }
 
+/* The effective configuration, once, one line per section. */
+static void log_effective_config(const struct presence_conf *c)
+{
+    log_info("config: [presence_service] host=%s port=%d thread_count=%d max_connections=%d "
+             "max_frame_bytes=%zu max_message_bytes=%zu max_inflight=%d queue_depth=%d "
+             "max_output_bytes=%zu idle_timeout=%d log_level=%s log_file=%s",
+             c->host, c->port, c->shards, c->max_connections, c->max_frame_bytes, c->max_message_bytes,
+             c->max_inflight, c->queue_depth, c->max_output_bytes, c->idle_timeout,
+             log_level_name(c->log_level), c->log_file[0] ? c->log_file : "(stderr)");
+    log_info("config: [metrics] host=%s port=%d", c->metrics_host, c->metrics_port);
+    log_info("config: [route] route_ttl=%d status_ttl=%d max_retries=%d retry_interval=%d", c->route_ttl,
+             c->status_ttl, c->max_retries, c->retry_interval_ms);
+    const struct redis_conf *r[2] = {&c->cache, &c->queue};
+    for (int i = 0; i < 2; i++)
+        log_info("config: [redis_%s] host=%s port=%d database=%d timeout=%d username=%s password=%s",
+                 i ? "queue" : "cache", r[i]->host, r[i]->port, r[i]->database, r[i]->timeout_ms,
+                 r[i]->username[0] ? r[i]->username : "(none)", r[i]->password[0] ? "(set)" : "(none)");
+}
+
 int main(int argc, char **argv)
 {
     static struct presence_conf conf;
@@ -82,7 +102,12 @@ int main(int argc, char **argv)
     }
     log_set_level(conf.log_level);
     log_set_thread("main");
+    if (conf.log_file[0] != '\0' && log_open(conf.log_file) < 0) {
+        fprintf(stderr, "im-presence: cannot open log_file %s\n", conf.log_file);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
+    log_effective_config(&conf);
 
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     struct shard *shards = calloc((size_t)conf.shards, sizeof(*shards));
@@ -101,11 +126,20 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    static struct metrics_server metrics;
+    metrics.view = (struct metrics_view){&conf, &acc, shards, conf.shards, &metrics.gauges};
+    acc.view = &metrics.view;
+    if (metrics_server_open(&metrics, &conf) < 0)
+        return 1;
     for (int i = 0; i < conf.shards; i++) {
         if (shard_start(&shards[i]) < 0) {
             log_error("start-up: cannot start shard thread %d", i);
             return 1;
         }
+    }
+    if (metrics_server_start(&metrics) < 0) {
+        log_error("start-up: cannot start the metrics thread");
+        return 1;
     }
     log_info("im-presence listening on %s:%d, %d shards, cache %s:%d db %d, queue %s:%d db %d", conf.host,
              conf.port, conf.shards, conf.cache.host, conf.cache.port, conf.cache.database, conf.queue.host,
@@ -114,19 +148,21 @@ int main(int argc, char **argv)
     acceptor_run(&acc);
 
     log_set_thread("main");
+    metrics_server_stop(&metrics);
     for (int i = 0; i < conf.shards; i++)
         shard_stop(&shards[i]);
     uint64_t served = 0;
     for (int i = 0; i < conf.shards; i++)
         for (int m = 0; m < PR_METHOD_COUNT; m++)
-            served += shards[i].counters.requests[m];
+            for (int code = 0; code < PR_CODE_COUNT; code++)
+                served += counter_get(&shards[i].counters.requests[m][code]);
     acceptor_destroy(&acc);
     for (int i = 0; i < conf.shards; i++)
         shard_destroy(&shards[i]);
     free(shards);
     ev_loop_destroy(loop);
     log_info("stopped: %llu requests served by shards, %llu connections accepted, %llu rejected",
-             (unsigned long long)served, (unsigned long long)acc.counters.accepted,
-             (unsigned long long)acc.counters.rejected);
+             (unsigned long long)served, (unsigned long long)counter_get(&acc.counters.accepted),
+             (unsigned long long)counter_get(&acc.counters.rejected));
     return 0;
 }

@@ -14,6 +14,7 @@ static const ProtobufCMessageDescriptor *const request_desc[PR_METHOD_COUNT] = {
     [PR_METHOD_DELIVER] = &mpim__deliver_req__descriptor,
     [PR_METHOD_UNBIND] = &mpim__unbind_route_req__descriptor,
     [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_req__descriptor,
+    [PR_METHOD_STATS] = &mpim__stats_req__descriptor,
 };
 
 static bool bytes_eq(const ProtobufCBinaryData *b, const char *s)
@@ -91,6 +92,8 @@ static void extract_fields(struct pr_request *req)
         req->gateway = m->gateway_addr;
         break;
     }
+    case PR_METHOD_STATS:
+        break;
     }
 }
 
@@ -105,6 +108,8 @@ int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len
     }
     extract_fields(req);
 
+    if (req->method == PR_METHOD_STATS)
+        return 0;
     const char *why = codec_check_user_id(req->user_id);
     if (why == NULL && req->method != PR_METHOD_QUERY && req->method != PR_METHOD_DELIVER)
         why = codec_check_gateway(req->gateway.data, req->gateway.len);
@@ -171,6 +176,10 @@ static void build_response(const struct pr_request *req, union response *r, Mpim
         r->unbind.result = result;
         r->unbind.unbound = req->flag;
         break;
+    case PR_METHOD_STATS: /* only reached without stats: an error */
+        mpim__error_resp__init(&r->error);
+        r->error.result = result;
+        break;
     default:
         mpim__heartbeat_resp__init(&r->heartbeat);
         r->heartbeat.result = result;
@@ -181,6 +190,8 @@ static void build_response(const struct pr_request *req, union response *r, Mpim
 
 size_t codec_response_size(const struct pr_request *req)
 {
+    if (req->packed != NULL)
+        return FRAME_PREFIX + req->packed_len;
     union response r;
     Mpim__Result result;
     char route_key[ROUTE_KEY_MAX];
@@ -190,6 +201,11 @@ size_t codec_response_size(const struct pr_request *req)
 
 size_t codec_encode_response(const struct pr_request *req, uint8_t *out)
 {
+    if (req->packed != NULL) {
+        frame_put_u32le(out, (uint32_t)req->packed_len);
+        memcpy(out + FRAME_PREFIX, req->packed, req->packed_len);
+        return FRAME_PREFIX + req->packed_len;
+    }
     union response r;
     Mpim__Result result;
     char route_key[ROUTE_KEY_MAX];

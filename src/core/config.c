@@ -41,6 +41,9 @@ static const struct key_spec keys[] = {
     SIZE("presence_service", "max_output_bytes", max_output_bytes, 1024, 1LL << 32),
     INT("presence_service", "idle_timeout", idle_timeout, 0, 86400 * 365),
     {"presence_service", "log_level", KEY_LOG_LEVEL, OFF(log_level), 0, 0, 0},
+    STR("presence_service", "log_file", log_file),
+    STR("metrics", "host", metrics_host),
+    INT("metrics", "port", metrics_port, 0, 65535),
     INT("route", "route_ttl", route_ttl, 1, INT_MAX),
     INT("route", "status_ttl", status_ttl, 1, INT_MAX),
     INT("route", "max_retries", max_retries, 0, 100),
@@ -62,6 +65,8 @@ void config_defaults(struct presence_conf *c)
     c->queue_depth = 65536;
     c->max_output_bytes = 64u << 20;
     c->log_level = LOG_INFO;
+    strcpy(c->metrics_host, "127.0.0.1");
+    c->metrics_port = 9121;
     c->route_ttl = 3600;
     c->status_ttl = 3600;
     c->max_retries = 3;

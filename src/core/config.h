@@ -28,6 +28,10 @@ struct presence_conf {
     size_t max_output_bytes;     /* unsent response bytes per connection before it is closed */
     int idle_timeout;            /* seconds without a request before a quiet connection is closed; 0 = never */
     int log_level;               /* enum log_level */
+    char log_file[256];          /* append logs here instead of stderr; reopened on SIGHUP */
+    /* [metrics] */
+    char metrics_host[256];      /* HTTP /metrics, /healthz, /readyz listen address */
+    int metrics_port;            /* 0 disables the listener */
     /* [route] */
     int route_ttl;               /* seconds */
     int status_ttl;              /* seconds */

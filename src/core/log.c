@@ -1,5 +1,6 @@
 #include "core/log.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "core/clock.h"
 
 static int log_level = LOG_INFO;
+static int log_fd = STDERR_FILENO; /* replaced in place by dup2, so writers never see it change */
 static _Thread_local char thread_name[24] = "main";
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
@@ -36,6 +38,22 @@ const char *log_level_name(int level)
     return level >= 0 && level <= LOG_DEBUG ? level_names[level] : "?";
 }
 
+int log_open(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    /* The first time, move off stderr onto a descriptor of our own; later, swap the file under
+     * that same descriptor number. */
+    if (log_fd == STDERR_FILENO) {
+        log_fd = fd;
+        return 0;
+    }
+    int rc = dup3(fd, log_fd, O_CLOEXEC);
+    close(fd);
+    return rc < 0 ? -1 : 0;
+}
+
 void log_set_thread(const char *name)
 {
     snprintf(thread_name, sizeof(thread_name), "%s", name);
@@ -58,7 +76,7 @@ static void log_vwrite(int level, const char *suffix, const char *fmt, va_list a
     if (n > sizeof(line) - 2)
         n = sizeof(line) - 2;
     line[n++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, n);
+    ssize_t w = write(log_fd, line, n);
     (void)w; /* nowhere left to report a failed log write */
 }
 

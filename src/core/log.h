@@ -14,6 +14,11 @@ int log_get_level(void);
 int log_parse_level(const char *name);
 const char *log_level_name(int level);
 
+/* Send lines to path (appending) instead of stderr; call again to reopen it after rotation
+ * (SIGHUP). Any thread; lines being written meanwhile go to the old or the new file, whole.
+ * 0, or -1 with errno. */
+int log_open(const char *path);
+
 /* The calling thread's name in each line ("acceptor", "shard-3"). */
 void log_set_thread(const char *name);
 

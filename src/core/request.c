@@ -23,6 +23,7 @@ void request_reset(struct pr_request *req)
     if (req->args != NULL)
         protobuf_c_message_free_unpacked(req->args, NULL);
     free(req->route);
+    free(req->packed);
     memset(req, 0, sizeof(*req));
 }
 
@@ -34,6 +35,7 @@ const char *request_method_name(int method)
         [PR_METHOD_DELIVER] = "Deliver",
         [PR_METHOD_UNBIND] = "UnbindRoute",
         [PR_METHOD_HEARTBEAT] = "Heartbeat",
+        [PR_METHOD_STATS] = "Stats",
     };
     return method >= 0 && method < PR_METHOD_COUNT ? names[method] : "?";
 }

@@ -20,8 +20,12 @@ enum pr_method {
     PR_METHOD_DELIVER,
     PR_METHOD_UNBIND,
     PR_METHOD_HEARTBEAT,
+    PR_METHOD_STATS, /* answered by the acceptor itself: it names no user */
     PR_METHOD_COUNT
 };
+
+/* Mpim__Code values: OK .. OVERLOADED. */
+#define PR_CODE_COUNT 6
 
 /* Result.msg is short and ours (or a clipped Redis error); it lives inline. */
 #define PR_MSG_MAX 128
@@ -35,6 +39,7 @@ struct pr_request {
     ProtobufCBinaryData gateway; /* Bind/Unbind/Heartbeat gateway_addr, points into args */
     ProtobufCBinaryData message; /* Deliver payload, points into args */
     ProtobufCMessage *args;      /* decoded request message; NULL for a reply made without one */
+    uint64_t started_ns;         /* monotonic time the frame was read (latency metrics) */
 
     /* Result part: written by whoever answers (a shard, or the acceptor for errors it finds). */
     uint8_t code;       /* Mpim__Code */
@@ -43,6 +48,8 @@ struct pr_request {
     char *route;        /* QueryRoute gateway_addr, malloc'd by the shard; NULL if none */
     size_t route_len;   /* length of route (it may hold any byte) */
     char msg[PR_MSG_MAX]; /* Result.msg, NUL-terminated; empty for none */
+    uint8_t *packed;    /* Stats: the whole response message, packed by the acceptor (malloc'd) */
+    size_t packed_len;
 
     /* Scratch: meaningful only to the shard while it owns the request. */
     uint8_t pending;             /* Redis replies still awaited */

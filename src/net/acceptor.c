@@ -9,6 +9,7 @@
 #include "core/codec.h"
 #include "core/hash.h"
 #include "core/request.h"
+#include "metrics/collect.h"
 #include "net/conn.h"
 #include "presence.pb-c.h"
 #include "shards/shard.h"
@@ -56,7 +57,7 @@ void acceptor_add_conn(struct acceptor *acc, int fd)
 {
     if (acc->draining || acc->nfree == 0) {
         close(fd);
-        acc->counters.rejected++;
+        counter_add(&acc->counters.rejected, 1);
         log_limited(&acc->reject_log, LOG_WARN, "connection refused: %s",
                     acc->draining ? "shutting down" : "max_connections reached");
         return;
@@ -71,7 +72,8 @@ void acceptor_add_conn(struct acceptor *acc, int fd)
     }
     acc->conns[slot] = c;
     acc->nconns++;
-    acc->counters.accepted++;
+    counter_set(&acc->counters.open, acc->nconns);
+    counter_add(&acc->counters.accepted, 1);
 }
 
 void acceptor_remove_conn(struct acceptor *acc, struct conn *c)
@@ -81,6 +83,7 @@ void acceptor_remove_conn(struct acceptor *acc, struct conn *c)
     acc->generation[slot]++;
     acc->free_slots[acc->nfree++] = slot;
     acc->nconns--;
+    counter_set(&acc->counters.open, acc->nconns);
 }
 
 void acceptor_mark_dirty(struct acceptor *acc, struct conn *c)
@@ -107,6 +110,7 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
     }
     req->conn_id = c->id;
     req->seq = window_reserve(&c->window);
+    req->started_ns = clock_mono_ns();
 
     int m = codec_lookup(service, method, req);
     if (m < 0)
@@ -114,15 +118,19 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
     req->method = (uint8_t)m;
     if (codec_decode_request(req, args, args_len, acc->conf->max_message_bytes) < 0)
         goto answer_here;
+    if (req->method == PR_METHOD_STATS) {
+        metrics_pack_stats(acc->view, req);
+        goto answer_here;
+    }
 
     uint32_t i = hash_shard(req->user_id, (uint32_t)acc->nshards);
     /* The in-flight bound is what guarantees the shard's outbox never fills. */
-    if (acc->inflight[i] >= (uint32_t)acc->conf->queue_depth || !shard_submit(&acc->shards[i], req)) {
-        acc->counters.overloaded++;
+    if (counter_get(&acc->inflight[i]) >= (uint64_t)acc->conf->queue_depth ||
+        !shard_submit(&acc->shards[i], req)) {
         request_set_result(req, MPIM__CODE__OVERLOADED, "shard %u queue full, retry later", i);
         goto answer_here;
     }
-    acc->inflight[i]++;
+    counter_add(&acc->inflight[i], 1);
     acc->inflight_total++;
     acc->wake[i] = true;
     return;
@@ -130,6 +138,7 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
 answer_here:
     if (req->method == PR_METHOD_DELIVER && req->args != NULL)
         req->timestamp = clock_now_ms();
+    counter_add(&acc->counters.answered_here[m < 0 ? PR_METHOD_COUNT : m][req->code], 1);
     conn_answer(c, req);
 }
 
@@ -141,7 +150,7 @@ static void on_answered(struct ev_loop *loop, ev_async *w, int revents)
     int i = (int)(w - acc->answered);
     struct pr_request *req;
     while ((req = shard_take_answer(&acc->shards[i])) != NULL) {
-        acc->inflight[i]--;
+        counter_set(&acc->inflight[i], counter_get(&acc->inflight[i]) - 1);
         acc->inflight_total--;
         struct conn *c = conn_by_id(acc, req->conn_id);
         if (c != NULL)
@@ -196,6 +205,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     log_info("signal %d: stop accepting, answering %llu in-flight requests", w->signum,
              (unsigned long long)acc->inflight_total);
     acc->draining = true;
+    counter_set(&acc->counters.draining, 1);
     listener_close(&acc->listener, loop);
     for (uint32_t s = 0; s < (uint32_t)acc->conf->max_connections; s++)
         if (acc->conns[s] != NULL)
@@ -217,10 +227,23 @@ static void on_idle_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     for (uint32_t s = 0; s < (uint32_t)acc->conf->max_connections; s++) {
         struct conn *c = acc->conns[s];
         if (c != NULL && c->last_active < limit && conn_idle(c)) {
-            acc->counters.idle_closed++;
+            counter_add(&acc->counters.idle_closed, 1);
             conn_close(c, "idle timeout");
         }
     }
+}
+
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct acceptor *acc = w->data;
+    if (acc->conf->log_file[0] == '\0')
+        return;
+    if (log_open(acc->conf->log_file) < 0)
+        log_error("SIGHUP: cannot reopen log file %s", acc->conf->log_file);
+    else
+        log_info("SIGHUP: log file reopened");
 }
 
 /* --- life cycle (main thread) --- */
@@ -264,6 +287,9 @@ int acceptor_init(struct acceptor *acc, const struct presence_conf *conf, struct
     ev_signal_init(&acc->sigint, on_signal, SIGINT);
     acc->sigint.data = acc;
     ev_signal_start(loop, &acc->sigint);
+    ev_signal_init(&acc->sighup, on_sighup, SIGHUP);
+    acc->sighup.data = acc;
+    ev_signal_start(loop, &acc->sighup);
     ev_timer_init(&acc->drain_deadline, on_drain_deadline, 0., 0.);
     acc->drain_deadline.data = acc;
     if (conf->idle_timeout > 0) {

@@ -11,20 +11,32 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "core/config.h"
+#include "core/counter.h"
+#include "core/latency.h"
+#include "core/request.h"
 #include "core/log.h"
 #include "net/listener.h"
 
 struct conn;
+struct metrics_view;
 struct shard;
 struct pr_request;
 
+/* Written only by the acceptor thread; read by metrics and Stats from any thread. */
 struct acceptor_counters {
-    uint64_t accepted;          /* connections accepted and kept */
-    uint64_t rejected;          /* connections over max_connections, closed at once */
-    uint64_t protocol_errors;   /* connections closed for an unrecoverable framing error */
-    uint64_t overloaded;        /* requests refused because a shard queue was full */
-    uint64_t output_overflows;  /* connections closed for exceeding max_output_bytes */
-    uint64_t idle_closed;       /* connections closed after idle_timeout */
+    counter_t accepted;          /* connections accepted and kept */
+    counter_t rejected;          /* connections over max_connections, closed at once */
+    counter_t open;              /* connections open now (gauge) */
+    counter_t protocol_errors;   /* connections closed for an unrecoverable framing error */
+    counter_t output_overflows;  /* connections closed for exceeding max_output_bytes */
+    counter_t idle_closed;       /* connections closed after idle_timeout */
+    counter_t bytes_in;          /* bytes read from clients */
+    counter_t bytes_out;         /* bytes written to clients */
+    counter_t draining;          /* 1 once shutdown began (gauge, for /readyz) */
+    /* Requests answered by the acceptor itself (INVALID, OVERLOADED, Stats), by method and code;
+     * row PR_METHOD_COUNT is for frames whose service or method is unknown. */
+    counter_t answered_here[PR_METHOD_COUNT + 1][PR_CODE_COUNT];
+    struct latency_hist latency[PR_METHOD_COUNT]; /* frame read -> response queued for writing */
 };
 
 struct acceptor {
@@ -39,10 +51,11 @@ struct acceptor {
     uint32_t nconns;                  /* open connections */
     struct conn *dirty;               /* connections to flush or resume before sleeping */
 
+    const struct metrics_view *view;  /* what Stats reports; set by main before running */
     struct shard *shards;             /* N shards */
     int nshards;
     ev_async *answered;               /* per shard: its outbox has answers */
-    uint32_t *inflight;               /* per shard: requests handed over, not yet back */
+    counter_t *inflight;              /* per shard: requests handed over, not yet back (gauge) */
     uint64_t inflight_total;
     bool *wake;                       /* per shard: got requests this turn, wake before sleeping */
 
@@ -51,6 +64,7 @@ struct acceptor {
 
     ev_prepare before_sleep;          /* wake shards, flush connections: once per loop turn */
     ev_signal sigterm, sigint;
+    ev_signal sighup;                 /* reopen the log file (rotation) */
     ev_timer drain_deadline;          /* shutdown gives up waiting after this */
     ev_timer idle_sweep;              /* closes quiet connections past idle_timeout */
     bool draining;                    /* SIGTERM/SIGINT seen */

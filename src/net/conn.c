@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/codec.h"
 #include "core/frame.h"
 #include "core/log.h"
@@ -99,8 +100,11 @@ static int out_reserve(struct conn *c, size_t n)
 void conn_answer(struct conn *c, struct pr_request *req)
 {
     window_complete(&c->window, req);
+    uint64_t now = clock_mono_ns();
     struct pr_request *r;
     while ((r = window_pop(&c->window)) != NULL) {
+        if (r->args != NULL)
+            latency_record(&c->acc->counters.latency[r->method], now - r->started_ns);
         size_t n = codec_response_size(r);
         if (out_reserve(c, n) == 0) {
             c->out_len += codec_encode_response(r, c->out + c->out_len);
@@ -121,6 +125,7 @@ static int write_out(struct conn *c)
         ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
+            counter_add(&c->acc->counters.bytes_out, (uint64_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -143,7 +148,7 @@ void conn_flush(struct conn *c)
         return;
     }
     if (c->out_len - c->out_off > c->acc->conf->max_output_bytes) {
-        c->acc->counters.output_overflows++;
+        counter_add(&c->acc->counters.output_overflows, 1);
         log_limited(&c->acc->protocol_log, LOG_WARN,
                     "conn %llu: client not reading, output over max_output_bytes; closed",
                     (unsigned long long)c->id);
@@ -174,7 +179,7 @@ void conn_drain(struct conn *c)
 
 static void protocol_error(struct conn *c, const char *what)
 {
-    c->acc->counters.protocol_errors++;
+    counter_add(&c->acc->counters.protocol_errors, 1);
     log_limited(&c->acc->protocol_log, LOG_WARN, "conn %llu: %s; connection closed",
                 (unsigned long long)c->id, what);
     conn_close(c, what);
@@ -262,6 +267,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->in_len += (size_t)n;
+    counter_add(&c->acc->counters.bytes_in, (uint64_t)n);
     c->last_active = ev_now(loop);
     process_input(c);
 }

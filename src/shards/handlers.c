@@ -153,6 +153,7 @@ static void on_query_route(struct redis_link *link, int status, redisReply *repl
     struct shard *s = shard_of(link);
     if (!reply_ok(s, req, "cache", status, reply))
         return;
+    counter_add(reply->type == REDIS_REPLY_STRING ? &s->counters.route_hits : &s->counters.route_misses, 1);
     if (take_route(req, reply))
         request_set_result(req, MPIM__CODE__OK, NULL);
     else if (req->code == MPIM__CODE__OK)
@@ -202,7 +203,7 @@ static void deliver_retry_or_fail(struct shard *s, struct pr_request *req, const
         shard_answer(s, req);
         return;
     }
-    s->counters.deliver_retries++;
+    counter_add(&s->counters.deliver_retries, 1);
     req->retry_at = ev_now(s->loop) + s->conf->retry_interval_ms / 1000.0;
     req->next = NULL;
     if (s->retry_tail != NULL)
@@ -229,6 +230,7 @@ static void on_deliver_published(struct redis_link *link, int status, redisReply
         deliver_retry_or_fail(s, req, reply->str);
     } else {
         req->flag = reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
+        counter_add(req->flag ? &s->counters.delivered : &s->counters.undelivered, 1);
         request_set_result(req, MPIM__CODE__OK, NULL);
         shard_answer(s, req);
     }
@@ -248,6 +250,7 @@ static void on_deliver_route(struct redis_link *link, int status, redisReply *re
     struct shard *s = shard_of(link);
     if (!reply_ok(s, req, "cache", status, reply))
         return;
+    counter_add(reply->type == REDIS_REPLY_STRING ? &s->counters.route_hits : &s->counters.route_misses, 1);
     if (reply->type != REDIS_REPLY_STRING) {
         req->flag = false;
         request_set_result(req, MPIM__CODE__NOT_FOUND, NULL);

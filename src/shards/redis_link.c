@@ -14,6 +14,13 @@
 
 static void link_connect(struct redis_link *link);
 
+/* The one place the state changes, so the `up` gauge always agrees with it. */
+static void link_set_state(struct redis_link *link, enum link_state state)
+{
+    link->state = state;
+    counter_set(&link->up, state == LINK_UP);
+}
+
 static uint32_t fifo_count(const struct redis_link *link)
 {
     return link->fifo_tail - link->fifo_head;
@@ -74,7 +81,7 @@ static void link_teardown(struct redis_link *link, enum link_status status)
 {
     redisAsyncContext *ac = link->ac;
     link->ac = NULL;
-    link->state = LINK_DOWN;
+    link_set_state(link, LINK_DOWN);
     link->fail_status = status;
     ev_timer_stop(link->loop, &link->deadline_timer);
     if (ac != NULL)
@@ -89,20 +96,20 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     if (status != REDIS_OK) {
         /* hiredis frees ac after we return, answering queued commands: never sent. */
-        link->errors++;
+        counter_add(&link->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: connect failed: %s", link->role,
                     link->conf->host, link->conf->port, ac->errstr);
         link->ac = NULL;
-        link->state = LINK_DOWN;
+        link_set_state(link, LINK_DOWN);
         link->fail_status = LINK_NOT_SENT;
         ev_timer_stop(link->loop, &link->deadline_timer);
         schedule_reconnect(link);
         return;
     }
-    link->state = LINK_UP;
+    link_set_state(link, LINK_UP);
     link->backoff = BACKOFF_MIN;
     if (link->ever_up)
-        link->reconnects++;
+        counter_add(&link->reconnects, 1);
     link->ever_up = true;
     log_info("redis %s %s:%d: connected", link->role, link->conf->host, link->conf->port);
 }
@@ -113,12 +120,12 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     struct redis_link *link = ac->data;
     if (ac != link->ac)
         return; /* our own teardown: already handled */
-    link->errors++;
+    counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: connection lost: %s", link->role,
                 link->conf->host, link->conf->port, ac->errstr ? ac->errstr : "closed");
     /* hiredis may answer the pending commands after this callback: they were sent. */
     link->ac = NULL;
-    link->state = LINK_DOWN;
+    link_set_state(link, LINK_DOWN);
     link->fail_status = LINK_LOST;
     ev_timer_stop(link->loop, &link->deadline_timer);
     schedule_reconnect(link);
@@ -130,7 +137,7 @@ static void on_setup_reply(struct redis_link *link, int status, redisReply *repl
     const char *what = priv;
     if (status != LINK_REPLY || reply->type != REDIS_REPLY_ERROR)
         return;
-    link->errors++;
+    counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_ERROR, "redis %s: %s failed: %s", link->role, what, reply->str);
     /* Inside a hiredis callback the free is deferred until it returns; that is fine. */
     if (link->ac != NULL)
@@ -150,7 +157,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_start(loop, w);
         return;
     }
-    link->errors++;
+    counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: no reply within %d ms, reconnecting",
                 link->role, link->conf->host, link->conf->port, link->conf->timeout_ms);
     link_teardown(link, link->state == LINK_UP ? LINK_LOST : LINK_NOT_SENT);
@@ -204,7 +211,7 @@ static void link_connect(struct redis_link *link)
         return;
     redisAsyncContext *ac = redisAsyncConnect(link->conf->host, link->conf->port);
     if (ac == NULL || ac->err) {
-        link->errors++;
+        counter_add(&link->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: connect failed: %s", link->role,
                     link->conf->host, link->conf->port, ac ? ac->errstr : "out of memory");
         if (ac != NULL)
@@ -217,7 +224,7 @@ static void link_connect(struct redis_link *link)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     link->ac = ac;
-    link->state = LINK_CONNECTING;
+    link_set_state(link, LINK_CONNECTING);
 
     /* Queued now, sent first once connected; SELECT always goes, so that a connect that never
      * completes still has a command whose deadline ends it. */

@@ -21,6 +21,7 @@
 #include <hiredis/async.h>
 
 #include "core/config.h"
+#include "core/counter.h"
 #include "core/log.h"
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
@@ -65,8 +66,9 @@ struct redis_link {
     ev_tstamp backoff;              /* next reconnect delay */
     unsigned int seed;              /* jitter */
 
-    uint64_t reconnects;            /* connections established after the first */
-    uint64_t errors;                /* timeouts, lost connections, failed connects */
+    counter_t reconnects;           /* connections established after the first */
+    counter_t errors;               /* timeouts, lost connections, failed connects, setup errors */
+    counter_t up;                   /* 1 while connected (a gauge for /healthz and metrics) */
     bool ever_up;                   /* has connected at least once */
     struct log_limit log_lim;       /* one line per second while Redis is down */
 };

@@ -16,8 +16,8 @@ void shard_answer(struct shard *s, struct pr_request *req)
 {
     if (req->method == PR_METHOD_DELIVER)
         req->timestamp = clock_now_ms();
-    s->counters.requests[req->method]++;
-    s->counters.codes[req->code & 7]++;
+    if (req->method < PR_METHOD_COUNT && req->code < PR_CODE_COUNT)
+        counter_add(&s->counters.requests[req->method][req->code], 1);
     /* Cannot fail: the acceptor keeps at most queue_depth requests per shard outstanding, and
      * the outbox holds that many. */
     bool ok = ring_push(&s->outbox, req);

@@ -15,15 +15,19 @@
 #include <ev.h>
 
 #include "core/config.h"
+#include "core/counter.h"
 #include "core/request.h"
 #include "core/ring.h"
 #include "shards/redis_link.h"
 
-/* Counters written only by the shard thread; read by the main thread after it joined. */
+/* Written only by the shard thread; read by metrics and Stats from any thread. */
 struct shard_counters {
-    uint64_t requests[PR_METHOD_COUNT]; /* requests finished, by method */
-    uint64_t codes[8];                  /* requests finished, by Mpim__Code */
-    uint64_t deliver_retries;           /* publish attempts after the first */
+    counter_t requests[PR_METHOD_COUNT][PR_CODE_COUNT]; /* answered, by method and Mpim__Code */
+    counter_t route_hits;        /* QueryRoute/Deliver lookups that found a route */
+    counter_t route_misses;      /* ... that found none */
+    counter_t delivered;         /* Deliver publishes that reached a subscriber */
+    counter_t undelivered;       /* Deliver publishes with no subscriber */
+    counter_t deliver_retries;   /* publish attempts after the first */
 };
 
 /* A Lua script the shard runs with EVALSHA; its SHA1 comes back from SCRIPT LOAD. */

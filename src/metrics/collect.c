@@ -1,0 +1,345 @@
+#include "metrics/collect.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/request.h"
+#include "net/acceptor.h"
+#include "presence.pb-c.h"
+#include "shards/shard.h"
+
+static const char *const code_names[PR_CODE_COUNT] = {"OK", "INVALID", "NOT_FOUND", "INTERNAL",
+                                                     "UNAVAILABLE", "OVERLOADED"};
+
+static void requests(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+{
+    static const char fam[] = "impresence_requests_total";
+    static const char help[] = "Requests answered, by method and result code.";
+    char labels[96];
+    for (int m = 0; m <= PR_METHOD_COUNT; m++) {
+        for (int code = 0; code < PR_CODE_COUNT; code++) {
+            uint64_t n = counter_get(&v->acc->counters.answered_here[m][code]);
+            if (m < PR_METHOD_COUNT)
+                for (int s = 0; s < v->nshards; s++)
+                    n += counter_get(&v->shards[s].counters.requests[m][code]);
+            /* Zero series are left out, except each method's OK, so that rates start at 0. */
+            if (n == 0 && (code != MPIM__CODE__OK || m == PR_METHOD_COUNT))
+                continue;
+            snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"",
+                     m < PR_METHOD_COUNT ? request_method_name(m) : "unknown", code_names[code]);
+            emit(ctx, fam, "counter", help, fam, labels, (double)n);
+        }
+    }
+}
+
+static void latency(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+{
+#define LATENCY_FAMILY "impresence_request_duration_seconds"
+    static const char fam[] = LATENCY_FAMILY;
+    static const char help[] = "Server-side latency, from frame read to response queued for writing.";
+    char labels[96];
+    for (int m = 0; m < PR_METHOD_COUNT; m++) {
+        const struct latency_hist *h = &v->acc->counters.latency[m];
+        const char *method = request_method_name(m);
+        uint64_t cumulative = 0;
+        for (int b = 0; b <= LATENCY_BUCKETS; b++) {
+            cumulative += counter_get(&h->buckets[b]);
+            if (b < LATENCY_BUCKETS)
+                snprintf(labels, sizeof(labels), "method=\"%s\",le=\"%g\"", method, latency_bounds[b]);
+            else
+                snprintf(labels, sizeof(labels), "method=\"%s\",le=\"+Inf\"", method);
+            emit(ctx, fam, "histogram", help, LATENCY_FAMILY "_bucket", labels, (double)cumulative);
+        }
+        snprintf(labels, sizeof(labels), "method=\"%s\"", method);
+        emit(ctx, fam, "histogram", help, LATENCY_FAMILY "_sum", labels, (double)counter_get(&h->sum_ns) / 1e9);
+        emit(ctx, fam, "histogram", help, LATENCY_FAMILY "_count", labels, (double)cumulative);
+    }
+}
+
+/* Sum of one shard counter (at byte offset `off` in struct shard) over all shards. */
+static uint64_t shard_sum(const struct metrics_view *v, size_t off)
+{
+    uint64_t sum = 0;
+    for (int s = 0; s < v->nshards; s++)
+        sum += counter_get((const counter_t *)((const char *)&v->shards[s] + off));
+    return sum;
+}
+
+#define SHARD_SUM(v, field) shard_sum(v, offsetof(struct shard, field))
+
+static void one(metrics_emit_fn *emit, void *ctx, const char *fam, const char *type, const char *help,
+                const char *labels, double value)
+{
+    emit(ctx, fam, type, help, fam, labels, value);
+}
+
+static void routing(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+{
+    static const char lk[] = "impresence_route_lookups_total";
+    static const char lkh[] = "QueryRoute/Deliver route lookups: hit = the user had a route.";
+    one(emit, ctx, lk, "counter", lkh, "result=\"hit\"", (double)SHARD_SUM(v, counters.route_hits));
+    one(emit, ctx, lk, "counter", lkh, "result=\"miss\"", (double)SHARD_SUM(v, counters.route_misses));
+    static const char dl[] = "impresence_deliveries_total";
+    static const char dlh[] = "Deliver publishes: delivered = a subscriber received it.";
+    one(emit, ctx, dl, "counter", dlh, "result=\"delivered\"", (double)SHARD_SUM(v, counters.delivered));
+    one(emit, ctx, dl, "counter", dlh, "result=\"no_subscriber\"", (double)SHARD_SUM(v, counters.undelivered));
+    one(emit, ctx, "impresence_deliver_retries_total", "counter",
+        "Deliver publish attempts after the first (Redis certainly had not executed it).", "",
+        (double)SHARD_SUM(v, counters.deliver_retries));
+}
+
+static void redis(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+{
+    static const char *const labels[2] = {"role=\"cache\"", "role=\"queue\""};
+    uint64_t errors[2] = {0, 0}, reconnects[2] = {0, 0}, up[2] = {0, 0};
+    for (int s = 0; s < v->nshards; s++) {
+        for (int r = 0; r < 2; r++) {
+            const struct redis_link *l = r == 0 ? &v->shards[s].cache : &v->shards[s].queue;
+            errors[r] += counter_get(&l->errors);
+            reconnects[r] += counter_get(&l->reconnects);
+            up[r] += counter_get(&l->up);
+        }
+    }
+    /* A family's samples must be contiguous: family outside, role inside. */
+    for (int r = 0; r < 2; r++)
+        one(emit, ctx, "impresence_redis_errors_total", "counter",
+            "Redis timeouts, lost connections, failed connects and setup errors.", labels[r], (double)errors[r]);
+    for (int r = 0; r < 2; r++)
+        one(emit, ctx, "impresence_redis_reconnects_total", "counter",
+            "Redis connections re-established after a failure.", labels[r], (double)reconnects[r]);
+    for (int r = 0; r < 2; r++)
+        one(emit, ctx, "impresence_redis_connections_up", "gauge",
+            "Shard connections to Redis that are up (one per shard and role).", labels[r], (double)up[r]);
+    for (int r = 0; r < 2; r++)
+        one(emit, ctx, "impresence_redis_used_memory_bytes", "gauge",
+            "used_memory from Redis INFO, polled every few seconds.", labels[r],
+            (double)counter_get(&v->redis->used_memory[r]));
+    uint64_t keys = counter_get(&v->redis->cache_keys);
+    one(emit, ctx, "impresence_cache_keys", "gauge", "Keys in the cache database (DBSIZE, polled).", "",
+        (double)keys);
+    /* Each online user has a route and a status key: exact when the cache database holds only
+     * im-presence keys and both keys live alike (route_ttl == status_ttl); see README. */
+    one(emit, ctx, "impresence_online_users", "gauge",
+        "Online users, estimated as cache keys / 2 (O(1) at any scale).", "", (double)(keys / 2));
+}
+
+static void shards(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+{
+    char labels[32];
+    for (int s = 0; s < v->nshards; s++) {
+        snprintf(labels, sizeof(labels), "shard=\"%d\"", s);
+        one(emit, ctx, "impresence_shard_inflight", "gauge",
+            "Requests handed to the shard and not yet answered.", labels,
+            (double)counter_get(&v->acc->inflight[s]));
+    }
+    for (int s = 0; s < v->nshards; s++) {
+        snprintf(labels, sizeof(labels), "shard=\"%d\"", s);
+        one(emit, ctx, "impresence_shard_inbox_depth", "gauge",
+            "Requests waiting in the shard's inbox ring.", labels,
+            (double)ck_ring_size(&v->shards[s].inbox.ring));
+    }
+}
+
+static void connections(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+{
+    const struct acceptor_counters *c = &v->acc->counters;
+    one(emit, ctx, "impresence_connections_open", "gauge", "Client connections open.", "",
+        (double)counter_get(&c->open));
+    one(emit, ctx, "impresence_connections_accepted_total", "counter", "Client connections accepted.", "",
+        (double)counter_get(&c->accepted));
+    one(emit, ctx, "impresence_connections_rejected_total", "counter",
+        "Connections closed at once: max_connections reached or shutting down.", "",
+        (double)counter_get(&c->rejected));
+    one(emit, ctx, "impresence_connections_idle_closed_total", "counter",
+        "Connections closed after idle_timeout.", "", (double)counter_get(&c->idle_closed));
+    one(emit, ctx, "impresence_connections_output_overflow_total", "counter",
+        "Connections closed for unsent output over max_output_bytes.", "",
+        (double)counter_get(&c->output_overflows));
+    one(emit, ctx, "impresence_protocol_errors_total", "counter",
+        "Connections closed for an unrecoverable framing error.", "", (double)counter_get(&c->protocol_errors));
+    one(emit, ctx, "impresence_received_bytes_total", "counter", "Bytes read from clients.", "",
+        (double)counter_get(&c->bytes_in));
+    one(emit, ctx, "impresence_sent_bytes_total", "counter", "Bytes written to clients.", "",
+        (double)counter_get(&c->bytes_out));
+}
+
+void metrics_collect(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+{
+    requests(v, emit, ctx);
+    latency(v, emit, ctx);
+    routing(v, emit, ctx);
+    redis(v, emit, ctx);
+    shards(v, emit, ctx);
+    connections(v, emit, ctx);
+    one(emit, ctx, "impresence_shards", "gauge", "Shard threads (thread_count).", "", (double)v->nshards);
+}
+
+/* --- Prometheus text --- */
+
+struct text {
+    char *buf;
+    size_t len, cap;
+    const char *family; /* last family written, to print HELP/TYPE once */
+    bool failed;
+};
+
+static void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_printf(struct text *t, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = true;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2 + (size_t)n;
+        char *p = realloc(t->buf, cap);
+        if (p == NULL) {
+            t->failed = true;
+            return;
+        }
+        t->buf = p;
+        t->cap = cap;
+    }
+}
+
+static void emit_text(void *ctx, const char *family, const char *type, const char *help, const char *name,
+                      const char *labels, double value)
+{
+    struct text *t = ctx;
+    if (t->family == NULL || strcmp(t->family, family) != 0) {
+        text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", family, help, family, type);
+        t->family = family;
+    }
+    text_printf(t, "%s%s%s%s %.17g\n", name, *labels ? "{" : "", labels, *labels ? "}" : "", value);
+}
+
+char *metrics_render(const struct metrics_view *v, size_t *len)
+{
+    struct text t = {.buf = malloc(16384), .cap = 16384};
+    if (t.buf == NULL)
+        return NULL;
+    t.buf[0] = '\0';
+    metrics_collect(v, emit_text, &t);
+    if (t.failed) {
+        free(t.buf);
+        return NULL;
+    }
+    *len = t.len;
+    return t.buf;
+}
+
+/* --- Stats RPC --- */
+
+struct stats {
+    Mpim__Stat *items;
+    Mpim__Stat **ptrs;
+    char *names;       /* one arena for every name */
+    size_t n, cap, names_len, names_cap;
+    bool failed;
+};
+
+static void emit_stat(void *ctx, const char *family, const char *type, const char *help, const char *name,
+                      const char *labels, double value)
+{
+    (void)family;
+    (void)type;
+    (void)help;
+    struct stats *st = ctx;
+    if (st->failed || st->n == st->cap) {
+        st->failed = true;
+        return;
+    }
+    char buf[256];
+    int len = snprintf(buf, sizeof(buf), "%s%s%s%s", name, *labels ? "{" : "", labels, *labels ? "}" : "");
+    if (len < 0 || (size_t)len >= sizeof(buf) || st->names_len + (size_t)len + 1 > st->names_cap) {
+        st->failed = true;
+        return;
+    }
+    char *copy = st->names + st->names_len;
+    memcpy(copy, buf, (size_t)len + 1);
+    st->names_len += (size_t)len + 1;
+    Mpim__Stat *item = &st->items[st->n];
+    mpim__stat__init(item);
+    item->name = copy;
+    item->value = value;
+    st->ptrs[st->n++] = item;
+}
+
+void metrics_pack_stats(const struct metrics_view *v, struct pr_request *req)
+{
+    struct stats st = {.cap = 1024, .names_cap = 1024 * 128};
+    st.items = calloc(st.cap, sizeof(*st.items));
+    st.ptrs = calloc(st.cap, sizeof(*st.ptrs));
+    st.names = malloc(st.names_cap);
+    if (st.items == NULL || st.ptrs == NULL || st.names == NULL) {
+        request_set_result(req, MPIM__CODE__INTERNAL, "out of memory");
+        goto done;
+    }
+    metrics_collect(v, emit_stat, &st);
+    if (st.failed) {
+        request_set_result(req, MPIM__CODE__INTERNAL, "too many stats");
+        goto done;
+    }
+    Mpim__Result result = MPIM__RESULT__INIT;
+    Mpim__StatsResp resp = MPIM__STATS_RESP__INIT;
+    resp.result = &result;
+    resp.n_stats = st.n;
+    resp.stats = st.ptrs;
+    req->packed_len = mpim__stats_resp__get_packed_size(&resp);
+    req->packed = malloc(req->packed_len ? req->packed_len : 1);
+    if (req->packed == NULL) {
+        request_set_result(req, MPIM__CODE__INTERNAL, "out of memory");
+        goto done;
+    }
+    mpim__stats_resp__pack(&resp, req->packed);
+    request_set_result(req, MPIM__CODE__OK, NULL);
+done:
+    free(st.items);
+    free(st.ptrs);
+    free(st.names);
+}
+
+/* --- health --- */
+
+int metrics_health(const struct metrics_view *v, char *why, size_t len)
+{
+    for (int s = 0; s < v->nshards; s++) {
+        bool cache = counter_get(&v->shards[s].cache.up) != 0;
+        bool queue = counter_get(&v->shards[s].queue.up) != 0;
+        if (!cache || !queue) {
+            snprintf(why, len, "shard %d: %s redis down", s, !cache ? "cache" : "queue");
+            return -1;
+        }
+    }
+    snprintf(why, len, "ok");
+    return 0;
+}
+
+int metrics_ready(const struct metrics_view *v, char *why, size_t len)
+{
+    if (counter_get(&v->acc->counters.draining) != 0) {
+        snprintf(why, len, "shutting down");
+        return -1;
+    }
+    for (int s = 0; s < v->nshards; s++) {
+        if (counter_get(&v->shards[s].cache.up) == 0) {
+            snprintf(why, len, "shard %d: cache redis down", s);
+            return -1;
+        }
+    }
+    snprintf(why, len, "ok");
+    return 0;
+}
