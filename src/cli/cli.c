@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_stats.h"
 #include "client/presence_client.h"
 
 #define PROG "im-presence-cli"
@@ -47,11 +48,14 @@ static void usage(FILE *f)
             "  deliver UID MESSAGE [TYPE]  publish MESSAGE to user UID\n"
             "  unbind UID GW               remove the route if it still names GW\n"
             "  heartbeat UID GW            renew the route if it still names GW\n"
+            "  stats [--all]               the server's counters as a table (--all: with histogram buckets)\n"
+            "  watch [-n COUNT] [UID]      follow presence:route (and user:UID) on the queue Redis\n"
             "\n"
             "options:\n"
             "  -h HOST        server host (default 127.0.0.1)\n"
             "  -p PORT        server port (default 6000)\n"
             "  -t TIMEOUT_MS  connect and reply timeout, 0 for none (default 5000)\n"
+            "  -r HOST:PORT   queue Redis for watch (default 127.0.0.1:6379)\n"
             "  --help         show this help\n"
             "\n"
             "exit status: 0 OK or NOT_FOUND, 1 other answer, 2 usage error, 3 transport error\n");
@@ -234,6 +238,31 @@ static int run(struct pc_client *c, const struct command *cmd, int64_t uid, int 
     return rc;
 }
 
+/* watch [-n COUNT] [UID]: argv[0] is "watch". */
+static int watch_command(const char *redis_addr, int argc, char **argv)
+{
+    long long count = 0, uid = 0;
+    int i = 1;
+    if (i < argc && strcmp(argv[i], "-n") == 0) {
+        if (i + 1 >= argc || !parse_ll(argv[i + 1], 1, LLONG_MAX, &count))
+            return usage_error("%s", "watch: -n takes a positive count");
+        i += 2;
+    }
+    if (i < argc && !parse_ll(argv[i++], 1, LLONG_MAX, &uid))
+        return usage_error("invalid UID '%s'", argv[i - 1]);
+    if (i < argc)
+        return usage_error("%s", "usage: watch [-n COUNT] [UID]");
+    char host[256];
+    long long port = 6379;
+    const char *colon = strrchr(redis_addr, ':');
+    size_t hlen = colon != NULL ? (size_t)(colon - redis_addr) : strlen(redis_addr);
+    if (hlen == 0 || hlen >= sizeof(host) || (colon != NULL && !parse_ll(colon + 1, 1, 65535, &port)))
+        return usage_error("invalid -r address '%s' (HOST:PORT)", redis_addr);
+    memcpy(host, redis_addr, hlen);
+    host[hlen] = '\0';
+    return cli_watch(host, (int)port, uid, count);
+}
+
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1";
@@ -242,8 +271,12 @@ int main(int argc, char **argv)
 
     /* '+': options end at the command, so "query -5" sends -5 for the server to judge. */
     int opt;
-    while ((opt = getopt_long(argc, argv, "+h:p:t:", longopts, NULL)) != -1) {
+    const char *redis_addr = "127.0.0.1:6379";
+    while ((opt = getopt_long(argc, argv, "+h:p:t:r:", longopts, NULL)) != -1) {
         switch (opt) {
+        case 'r':
+            redis_addr = optarg;
+            break;
         case 'h':
             host = optarg;
             break;
@@ -265,16 +298,23 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("%s", "missing command");
-    const struct command *cmd = find_command(argv[optind]);
-    if (cmd == NULL)
+    if (strcmp(argv[optind], "watch") == 0)
+        return watch_command(redis_addr, argc - optind, argv + optind);
+    bool stats = strcmp(argv[optind], "stats") == 0;
+    if (stats && (argc - optind > 2 || (argc - optind == 2 && strcmp(argv[optind + 1], "--all") != 0)))
+        return usage_error("%s", "usage: stats [--all]");
+    const struct command *cmd = stats ? NULL : find_command(argv[optind]);
+    if (cmd == NULL && !stats)
         return usage_error("unknown command '%s'", argv[optind]);
     char **args = argv + optind + 1;
     int nargs = argc - optind - 1;
-    if (nargs < cmd->min_args || nargs > cmd->max_args)
-        return usage_error("wrong number of arguments for '%s'", cmd->name);
-    long long uid;
-    if (!parse_ll(args[0], LLONG_MIN, LLONG_MAX, &uid))
-        return usage_error("invalid UID '%s'", args[0]);
+    long long uid = 0;
+    if (!stats) {
+        if (nargs < cmd->min_args || nargs > cmd->max_args)
+            return usage_error("wrong number of arguments for '%s'", cmd->name);
+        if (!parse_ll(args[0], LLONG_MIN, LLONG_MAX, &uid))
+            return usage_error("invalid UID '%s'", args[0]);
+    }
 
     /* IPv6 literals get brackets so the port stays readable. */
     char where[300];
@@ -288,6 +328,11 @@ int main(int argc, char **argv)
     if (c == NULL) {
         fprintf(stderr, PROG ": cannot connect to %s: %s\n", where, err);
         return EXIT_TRANSPORT;
+    }
+    if (stats) {
+        int status = cli_stats(c, where, nargs == 1);
+        pc_close(c);
+        return status;
     }
     ProtobufCMessage *resp = NULL;
     int status;

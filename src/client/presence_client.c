@@ -52,6 +52,7 @@ static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = 
     [PR_METHOD_DELIVER] = &mpim__deliver_resp__descriptor,
     [PR_METHOD_UNBIND] = &mpim__unbind_route_resp__descriptor,
     [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_resp__descriptor,
+    [PR_METHOD_STATS] = &mpim__stats_resp__descriptor,
 };
 
 static void set_error(struct pc_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

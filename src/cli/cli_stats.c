@@ -1,0 +1,121 @@
+#include "cli/cli_stats.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "core/clock.h"
+
+int cli_stats(struct pc_client *c, const char *where, int all)
+{
+    Mpim__StatsReq req = MPIM__STATS_REQ__INIT;
+    ProtobufCMessage *m = NULL;
+    if (pc_call(c, PR_METHOD_STATS, &req.base, &m) < 0) {
+        fprintf(stderr, "im-presence-cli: stats request to %s failed: %s\n", where, pc_error(c));
+        return 3;
+    }
+    Mpim__StatsResp *r = (Mpim__StatsResp *)m;
+    if (r->result != NULL && r->result->code != MPIM__CODE__OK) {
+        printf("%s msg=\"%s\"\n", pc_code_name(r->result->code), r->result->msg);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return 1;
+    }
+    size_t width = 6;
+    for (size_t i = 0; i < r->n_stats; i++)
+        if (strlen(r->stats[i]->name) > width)
+            width = strlen(r->stats[i]->name);
+    printf("%-*s %s\n", (int)width, "METRIC", "VALUE");
+    for (size_t i = 0; i < r->n_stats; i++) {
+        const char *name = r->stats[i]->name;
+        /* Histogram buckets are for machines; people get count and sum unless they ask. */
+        if (!all && strstr(name, "_bucket{") != NULL)
+            continue;
+        double v = r->stats[i]->value;
+        if (v == (double)(long long)v && v < 1e15 && v > -1e15)
+            printf("%-*s %lld\n", (int)width, name, (long long)v);
+        else
+            printf("%-*s %.6g\n", (int)width, name, v);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return 0;
+}
+
+static void print_event(const redisReply *msg)
+{
+    char stamp[32];
+    int64_t now = clock_now_ms();
+    time_t secs = (time_t)(now / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(stamp + n, sizeof(stamp) - n, ".%03dZ", (int)(now % 1000));
+
+    const redisReply *channel = msg->element[1], *payload = msg->element[2];
+    if (strcmp(channel->str, "presence:route") == 0) {
+        /* "<uid>:<gw>", or "<uid>:" for a logout; gateways may hold colons: split at the first. */
+        const char *colon = memchr(payload->str, ':', payload->len);
+        if (colon == NULL) {
+            printf("%s route ? %.*s\n", stamp, (int)payload->len, payload->str);
+        } else if (colon + 1 == payload->str + payload->len) {
+            printf("%s route user=%.*s offline\n", stamp, (int)(colon - payload->str), payload->str);
+        } else {
+            printf("%s route user=%.*s gateway=%.*s\n", stamp, (int)(colon - payload->str), payload->str,
+                   (int)(payload->str + payload->len - colon - 1), colon + 1);
+        }
+    } else {
+        printf("%s message channel=%s bytes=%zu data=\"", stamp, channel->str, (size_t)payload->len);
+        for (size_t i = 0; i < payload->len; i++) {
+            unsigned char ch = (unsigned char)payload->str[i];
+            if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+                putchar(ch);
+            else
+                printf("\\x%02x", ch);
+        }
+        printf("\"\n");
+    }
+    fflush(stdout);
+}
+
+int cli_watch(const char *host, int port, long long uid, long long count)
+{
+    struct timeval tv = {5, 0};
+    redisContext *rc = redisConnectWithTimeout(host, port, tv);
+    if (rc == NULL || rc->err) {
+        fprintf(stderr, "im-presence-cli: cannot connect to redis %s:%d: %s\n", host, port,
+                rc ? rc->errstr : "out of memory");
+        redisFree(rc);
+        return 3;
+    }
+    redisReply *r = uid > 0 ? redisCommand(rc, "SUBSCRIBE presence:route user:%lld", uid)
+                            : redisCommand(rc, "SUBSCRIBE presence:route");
+    freeReplyObject(r);
+    if (uid > 0 && redisGetReply(rc, (void **)&r) == REDIS_OK) /* the second subscribe confirmation */
+        freeReplyObject(r);
+    if (rc->err) {
+        fprintf(stderr, "im-presence-cli: subscribe failed: %s\n", rc->errstr);
+        redisFree(rc);
+        return 3;
+    }
+    printf("watching presence:route%s%lld on %s:%d\n", uid > 0 ? " and user:" : "", uid > 0 ? uid : 0LL,
+           host, port);
+    fflush(stdout);
+    struct timeval forever = {0, 0};
+    redisSetTimeout(rc, forever);
+    long long seen = 0;
+    while (count == 0 || seen < count) {
+        if (redisGetReply(rc, (void **)&r) != REDIS_OK) {
+            fprintf(stderr, "im-presence-cli: redis connection lost: %s\n", rc->errstr);
+            redisFree(rc);
+            return 3;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && strcmp(r->element[0]->str, "message") == 0) {
+            print_event(r);
+            seen++;
+        }
+        freeReplyObject(r);
+    }
+    redisFree(rc);
+    return 0;
+}
