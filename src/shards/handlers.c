@@ -122,10 +122,15 @@ static void bind_route(struct shard *s, struct pr_request *req)
         return;
     }
     req->pending = 1;
-    /* Same link, same loop turn: if the first went out, so does this one. */
+    /* Same link, same loop turn: if the first went out, so will this one, short of running out
+     * of memory; then the bind must not claim success. */
     if (link_command(&s->cache, on_bind_written, req, "SETEX user:status:%lld %d online", uid,
-                     c->status_ttl) == 0)
+                     c->status_ttl) == 0) {
         req->pending = 2;
+    } else {
+        req->failed = true;
+        request_set_result(req, MPIM__CODE__INTERNAL, "status not written");
+    }
 }
 
 /* --- QueryRoute: GET route --- */
