@@ -129,8 +129,10 @@ int main(int argc, char **argv)
     static struct metrics_server metrics;
     metrics.view = (struct metrics_view){&conf, &acc, shards, conf.shards, &metrics.gauges};
     acc.view = &metrics.view;
+    /* Metrics are for operators: without their port the service itself still runs. */
     if (metrics_server_open(&metrics, &conf) < 0)
-        return 1;
+        log_error("metrics disabled: [metrics] %s:%d cannot be listened on", conf.metrics_host,
+                  conf.metrics_port);
     for (int i = 0; i < conf.shards; i++) {
         if (shard_start(&shards[i]) < 0) {
             log_error("start-up: cannot start shard thread %d", i);
