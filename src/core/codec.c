@@ -28,19 +28,30 @@ const char *codec_method_name(int method)
     return request_method_name(method);
 }
 
+/* A client's name, echoed in Result.msg: a proto3 string must be UTF-8, so anything but
+ * printable ASCII becomes '?', and it is cut to 64 bytes. */
+static const char *printable(const ProtobufCBinaryData *b, char *out, size_t size)
+{
+    size_t n = b->len < size - 1 ? b->len : size - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = b->data[i] >= 0x20 && b->data[i] < 0x7f ? (char)b->data[i] : '?';
+    out[n] = '\0';
+    return out;
+}
+
 int codec_lookup(const ProtobufCBinaryData *service, const ProtobufCBinaryData *method,
                  struct pr_request *req)
 {
+    char name[65];
     if (!bytes_eq(service, CODEC_SERVICE) && !bytes_eq(service, "mpim." CODEC_SERVICE)) {
-        request_set_result(req, MPIM__CODE__INVALID, "unknown service '%.*s'",
-                           (int)(service->len > 64 ? 64 : service->len), (const char *)service->data);
+        request_set_result(req, MPIM__CODE__INVALID, "unknown service '%s'",
+                           printable(service, name, sizeof(name)));
         return -1;
     }
     for (int m = 0; m < PR_METHOD_COUNT; m++)
         if (bytes_eq(method, request_method_name(m)))
             return m;
-    request_set_result(req, MPIM__CODE__INVALID, "unknown method '%.*s'",
-                       (int)(method->len > 64 ? 64 : method->len), (const char *)method->data);
+    request_set_result(req, MPIM__CODE__INVALID, "unknown method '%s'", printable(method, name, sizeof(name)));
     return -1;
 }
 

@@ -9,6 +9,9 @@
 
 #include "core/log.h"
 
+/* inih reads a line into a 200-byte buffer; a value must leave room for its key. */
+#define CONFIG_VALUE_MAX 180
+
 enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL };
 
 struct key_spec {
@@ -121,8 +124,9 @@ static int apply(struct presence_conf *c, const char *section, const char *key, 
     long long v;
     switch (k->type) {
     case KEY_STRING:
-        if (strlen(value) >= k->size) {
-            snprintf(err, errlen, "value longer than %zu bytes", k->size - 1);
+        /* Bounded so that every setting fits on one line inih can read (CONFIG_LINE_MAX). */
+        if (strlen(value) >= k->size || strlen(value) > CONFIG_VALUE_MAX) {
+            snprintf(err, errlen, "value longer than %d bytes", CONFIG_VALUE_MAX);
             return -1;
         }
         strcpy(field, value);
@@ -186,8 +190,16 @@ static char *reader(char *str, int num, void *stream)
     if (s != NULL) {
         ctx->line = ctx->next_line;
         size_t n = strlen(s);
-        if (n > 0 && s[n - 1] == '\n')
+        if (n > 0 && s[n - 1] == '\n') {
             ctx->next_line++;
+        } else if (!feof(ctx->file)) {
+            /* inih reads lines of at most `num` bytes and would parse the rest as a new line. */
+            if (!ctx->failed)
+                snprintf(ctx->err, ctx->errlen, "%s:%d: line longer than %d bytes", ctx->path, ctx->line,
+                         num - 2);
+            ctx->failed = true;
+            return NULL;
+        }
     }
     return s;
 }

@@ -5,7 +5,7 @@
 static void *arena_alloc(void *data, size_t size)
 {
     struct pb_arena *a = data;
-    size_t aligned = (size + 15u) & ~(size_t)15u;
+    size_t aligned = size == 0 ? 16 : (size + 15u) & ~(size_t)15u;
     if (aligned >= size && aligned <= a->cap - a->used) {
         void *p = a->buf + a->used;
         a->used += aligned;

@@ -16,8 +16,10 @@
 
 #define IN_INITIAL 16384
 #define READ_MIN 4096
+#define DRAIN_READ_MAX (8u << 20) /* bytes still taken from a socket at shutdown */
 
 static int process_input(struct conn *c);
+static int in_reserve(struct conn *c);
 
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
@@ -166,8 +168,25 @@ void conn_flush(struct conn *c)
         conn_close(c, "drained");
 }
 
+/* Shutdown: what the client already sent is in flight too, even if still in the kernel's buffer.
+ * Take it, bounded, without blocking. */
+static void read_remaining(struct conn *c)
+{
+    size_t taken = 0;
+    while (taken < DRAIN_READ_MAX && in_reserve(c) == 0) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+        if (n <= 0)
+            return;
+        c->in_len += (size_t)n;
+        taken += (size_t)n;
+        counter_add(&c->acc->counters.bytes_in, (uint64_t)n);
+    }
+}
+
 void conn_drain(struct conn *c)
 {
+    if (!c->draining && c->fd >= 0)
+        read_remaining(c);
     c->draining = true;
     ev_io_stop(c->acc->loop, &c->rio);
     acceptor_mark_dirty(c->acc, c);

@@ -7,6 +7,8 @@
 
 int window_init(struct window *w, uint32_t capacity)
 {
+    if (capacity > (1u << 30))
+        return -1;
     uint32_t size = 1;
     while (size < capacity)
         size <<= 1;
