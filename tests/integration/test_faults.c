@@ -203,7 +203,7 @@ IT(faults, pipeline_during_outage_is_answered_in_full_and_in_order)
     for (int i = 0; i < N; i++) {
         Mpim__QueryRouteResp *q = (Mpim__QueryRouteResp *)it_recv(c, PR_METHOD_QUERY);
         int want = i % 10 == 9 ? MPIM__CODE__INVALID : MPIM__CODE__UNAVAILABLE;
-        cr_assert_eq(q->result->code, want, "answer %d: got %s, want %s", i, pc_code_name(q->result->code),
+        cr_assert_eq((int)q->result->code, want, "answer %d: got %s, want %s", i, pc_code_name(q->result->code),
                      pc_code_name(want));
         it_free(q);
     }
