@@ -40,7 +40,7 @@ static void expect_invalid(struct pc_client *c, const char *what)
 static void expect_query_answer(struct pc_client *c, int64_t uid, int code)
 {
     Mpim__QueryRouteResp *q = (Mpim__QueryRouteResp *)it_recv(c, PR_METHOD_QUERY);
-    cr_assert_eq(q->result->code, code, "query %lld after a bad frame: got %s", (long long)uid,
+    cr_assert_eq((int)q->result->code, code, "query %lld after a bad frame: got %s", (long long)uid,
                  pc_code_name(q->result->code));
     it_free(q);
 }
