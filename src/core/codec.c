@@ -111,7 +111,8 @@ static void extract_fields(struct pr_request *req)
 int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len,
                          size_t max_message_bytes)
 {
-    req->args = protobuf_c_message_unpack(request_desc[req->method], NULL, len, args);
+    pb_arena_init(&req->arena, req->arena_buf, sizeof(req->arena_buf));
+    req->args = protobuf_c_message_unpack(request_desc[req->method], &req->arena.allocator, len, args);
     if (req->args == NULL) {
         request_set_result(req, MPIM__CODE__INVALID, "%s args do not parse",
                            request_method_name(req->method));
@@ -208,6 +209,16 @@ size_t codec_response_size(const struct pr_request *req)
     char route_key[ROUTE_KEY_MAX];
     build_response(req, &r, &result, route_key);
     return FRAME_PREFIX + protobuf_c_message_get_packed_size(&r.base);
+}
+
+size_t codec_response_bound(const struct pr_request *req)
+{
+    if (req->packed != NULL)
+        return FRAME_PREFIX + req->packed_len;
+    /* Result: tag+len (1+2), code (1+10), msg (1+2+PR_MSG_MAX); then at most one bytes field
+     * (route or route_key: 1+10+len), a bool (2) and an int64 timestamp (1+10). */
+    size_t route = req->route != NULL ? req->route_len : ROUTE_KEY_MAX;
+    return FRAME_PREFIX + 3 + 11 + 3 + PR_MSG_MAX + 11 + route + 2 + 11;
 }
 
 size_t codec_encode_response(const struct pr_request *req, uint8_t *out)

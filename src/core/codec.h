@@ -27,8 +27,11 @@ int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len
 const char *codec_check_user_id(int64_t user_id);
 const char *codec_check_gateway(const uint8_t *gw, size_t len);
 
-/* The response frame for a finished request: u32le length + message. */
+/* The response frame for a finished request: u32le length + message.
+ * codec_response_bound is a cheap upper bound of its size (no packing pass): reserve that much,
+ * then codec_encode_response writes the frame and returns its exact size. */
 size_t codec_response_size(const struct pr_request *req);
+size_t codec_response_bound(const struct pr_request *req);
 size_t codec_encode_response(const struct pr_request *req, uint8_t *out);
 
 #endif

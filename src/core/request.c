@@ -2,6 +2,7 @@
 #include "core/request.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +22,12 @@ void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
 void request_reset(struct pr_request *req)
 {
     if (req->args != NULL)
-        protobuf_c_message_free_unpacked(req->args, NULL);
-    free(req->route);
+        protobuf_c_message_free_unpacked(req->args, &req->arena.allocator);
+    if (req->route != req->route_inline)
+        free(req->route);
     free(req->packed);
-    memset(req, 0, sizeof(*req));
+    /* The arena's storage needs no clearing: it is carved afresh for every decode. */
+    memset(req, 0, offsetof(struct pr_request, arena_buf));
 }
 
 const char *request_method_name(int method)

@@ -14,6 +14,8 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "core/pb_arena.h"
+
 enum pr_method {
     PR_METHOD_BIND,
     PR_METHOD_QUERY,
@@ -29,6 +31,10 @@ enum pr_method {
 
 /* Result.msg is short and ours (or a clipped Redis error); it lives inline. */
 #define PR_MSG_MAX 128
+/* A gateway address this long or shorter is kept inline: no malloc per QueryRoute. */
+#define PR_ROUTE_INLINE 64
+/* Decoded args of this size or less need no malloc (a Deliver's payload may still need one). */
+#define PR_ARENA_BYTES 320
 
 struct pr_request {
     /* Acceptor part: written before the enqueue, read-only for the shard. */
@@ -38,15 +44,17 @@ struct pr_request {
     int64_t user_id;             /* field 1 of every request */
     ProtobufCBinaryData gateway; /* Bind/Unbind/Heartbeat gateway_addr, points into args */
     ProtobufCBinaryData message; /* Deliver payload, points into args */
-    ProtobufCMessage *args;      /* decoded request message; NULL for a reply made without one */
+    ProtobufCMessage *args;      /* decoded request message (in `arena`); NULL for a reply made without one */
+    struct pb_arena arena;       /* where args were decoded */
     uint64_t started_ns;         /* monotonic time the frame was read (latency metrics) */
 
     /* Result part: written by whoever answers (a shard, or the acceptor for errors it finds). */
     uint8_t code;       /* Mpim__Code */
     bool flag;          /* is_online / delivered / unbound / refreshed, by method */
     int64_t timestamp;  /* Deliver: server time, ms since the epoch */
-    char *route;        /* QueryRoute gateway_addr, malloc'd by the shard; NULL if none */
+    char *route;        /* QueryRoute gateway_addr: route_inline, or malloc'd if longer; NULL if none */
     size_t route_len;   /* length of route (it may hold any byte) */
+    char route_inline[PR_ROUTE_INLINE];
     char msg[PR_MSG_MAX]; /* Result.msg, NUL-terminated; empty for none */
     uint8_t *packed;    /* Stats: the whole response message, packed by the acceptor (malloc'd) */
     size_t packed_len;
@@ -57,13 +65,15 @@ struct pr_request {
     bool failed;                 /* one of several pipelined commands failed */
     double retry_at;             /* Deliver: when the next publish attempt is due (ev_now) */
     struct pr_request *next;     /* intrusive list link: acceptor free list, shard retry queue */
+
+    uint8_t arena_buf[PR_ARENA_BYTES]; /* storage behind `arena` */
 };
 
 /* Record the answer in one call: code and a printf-style message (may be NULL). */
 void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Free what the request owns (args, route) and clear it for reuse. Acceptor only. */
+/* Free what the request owns (args, route, packed) and clear it for reuse. Acceptor only. */
 void request_reset(struct pr_request *req);
 
 const char *request_method_name(int method);

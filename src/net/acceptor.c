@@ -110,7 +110,7 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
     }
     req->conn_id = c->id;
     req->seq = window_reserve(&c->window);
-    req->started_ns = clock_mono_ns();
+    req->started_ns = acceptor_now_ns(acc);
 
     int m = codec_lookup(service, method, req);
     if (m < 0)
@@ -181,6 +181,7 @@ static void on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
             shard_wake(&acc->shards[i]);
         }
     }
+    acc->now_ns = 0; /* the next turn reads the clock afresh */
     if (acc->draining && acc->nconns == 0 && acc->inflight_total == 0)
         ev_break(loop, EVBREAK_ALL);
 }

@@ -10,6 +10,7 @@
 #include <ev.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/counter.h"
 #include "core/latency.h"
@@ -69,6 +70,8 @@ struct acceptor {
     ev_timer idle_sweep;              /* closes quiet connections past idle_timeout */
     bool draining;                    /* SIGTERM/SIGINT seen */
 
+    uint64_t now_ns;                  /* monotonic time of this loop turn, 0 = not read yet */
+
     struct acceptor_counters counters;
     struct log_limit reject_log;      /* max_connections rejections */
     struct log_limit protocol_log;    /* bad frames */
@@ -91,6 +94,14 @@ void acceptor_mark_dirty(struct acceptor *acc, struct conn *c);
 /* Turn one whole frame into a request: answer it here if it is bad, or hand it to its shard. */
 void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *frame_args, size_t args_len,
                        const ProtobufCBinaryData *service, const ProtobufCBinaryData *method);
+
+/* Monotonic nanoseconds, read once per loop turn: latency metrics need no clock call per request. */
+static inline uint64_t acceptor_now_ns(struct acceptor *acc)
+{
+    if (acc->now_ns == 0)
+        acc->now_ns = clock_mono_ns();
+    return acc->now_ns;
+}
 
 /* Request objects: allocate (calloc or recycled) and give back. */
 struct pr_request *acceptor_request_new(struct acceptor *acc);

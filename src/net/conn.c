@@ -102,12 +102,12 @@ static int out_reserve(struct conn *c, size_t n)
 void conn_answer(struct conn *c, struct pr_request *req)
 {
     window_complete(&c->window, req);
-    uint64_t now = clock_mono_ns();
+    uint64_t now = acceptor_now_ns(c->acc);
     struct pr_request *r;
     while ((r = window_pop(&c->window)) != NULL) {
         if (r->args != NULL)
             latency_record(&c->acc->counters.latency[r->method], now - r->started_ns);
-        size_t n = codec_response_size(r);
+        size_t n = codec_response_bound(r);
         if (out_reserve(c, n) == 0) {
             c->out_len += codec_encode_response(r, c->out + c->out_len);
         } else {

@@ -29,6 +29,25 @@ static struct shard *shard_of(struct redis_link *link)
     return link->owner;
 }
 
+/* Send the command built in s->resp. -1: not sent (link down, or out of memory building it). */
+static int send(struct shard *s, struct redis_link *link, link_reply_fn *fn, struct pr_request *req)
+{
+    if (s->resp.failed)
+        return -1;
+    return link_send(link, fn, req, s->resp.buf, s->resp.len);
+}
+
+/* "user:route:<uid>" and "user:status:<uid>" as one argument each. */
+static void arg_route_key(struct shard *s, const struct pr_request *req)
+{
+    resp_arg_id(&s->resp, "user:route:", (long long)req->user_id, "", NULL, 0);
+}
+
+static void arg_status_key(struct shard *s, const struct pr_request *req)
+{
+    resp_arg_id(&s->resp, "user:status:", (long long)req->user_id, "", NULL, 0);
+}
+
 /* --- results --- */
 
 /* A Redis error reply: availability problems are UNAVAILABLE, anything else INTERNAL. */
@@ -82,10 +101,12 @@ static void on_notice_published(struct redis_link *link, int status, redisReply 
 static void publish_notice(struct shard *s, struct pr_request *req, bool logout)
 {
     request_set_result(req, MPIM__CODE__OK, NULL);
-    int rc = link_command(&s->queue, on_notice_published, req, "PUBLISH " ROUTE_CHANNEL " %lld:%b",
-                          (long long)req->user_id, logout ? "" : (const char *)req->gateway.data,
-                          logout ? (size_t)0 : req->gateway.len);
-    if (rc < 0) {
+    resp_start(&s->resp, 3);
+    resp_arg_str(&s->resp, "PUBLISH");
+    resp_arg_str(&s->resp, ROUTE_CHANNEL);
+    resp_arg_id(&s->resp, "", (long long)req->user_id, ":", logout ? NULL : req->gateway.data,
+                logout ? 0 : req->gateway.len);
+    if (send(s, &s->queue, on_notice_published, req) < 0) {
         request_set_result(req, MPIM__CODE__OK, "route-change notice not published: queue redis unavailable");
         shard_answer(s, req);
     }
@@ -115,17 +136,24 @@ static void on_bind_written(struct redis_link *link, int status, redisReply *rep
 static void bind_route(struct shard *s, struct pr_request *req)
 {
     const struct presence_conf *c = s->conf;
-    long long uid = (long long)req->user_id;
-    if (link_command(&s->cache, on_bind_written, req, "SETEX user:route:%lld %d %b", uid, c->route_ttl,
-                     req->gateway.data, req->gateway.len) < 0) {
+    resp_start(&s->resp, 4);
+    resp_arg_str(&s->resp, "SETEX");
+    arg_route_key(s, req);
+    resp_arg_id(&s->resp, "", c->route_ttl, "", NULL, 0);
+    resp_arg(&s->resp, req->gateway.data, req->gateway.len);
+    if (send(s, &s->cache, on_bind_written, req) < 0) {
         answer_unavailable(s, req, "cache", LINK_NOT_SENT);
         return;
     }
     req->pending = 1;
     /* Same link, same loop turn: if the first went out, so will this one, short of running out
      * of memory; then the bind must not claim success. */
-    if (link_command(&s->cache, on_bind_written, req, "SETEX user:status:%lld %d online", uid,
-                     c->status_ttl) == 0) {
+    resp_start(&s->resp, 4);
+    resp_arg_str(&s->resp, "SETEX");
+    arg_status_key(s, req);
+    resp_arg_id(&s->resp, "", c->status_ttl, "", NULL, 0);
+    resp_arg_str(&s->resp, "online");
+    if (send(s, &s->cache, on_bind_written, req) == 0) {
         req->pending = 2;
     } else {
         req->failed = true;
@@ -141,7 +169,7 @@ static bool take_route(struct pr_request *req, const redisReply *reply)
         req->flag = false;
         return false;
     }
-    req->route = malloc(reply->len > 0 ? reply->len : 1);
+    req->route = reply->len <= sizeof(req->route_inline) ? req->route_inline : malloc(reply->len);
     if (req->route == NULL) {
         request_set_result(req, MPIM__CODE__INTERNAL, "out of memory");
         return false;
@@ -168,7 +196,10 @@ static void on_query_route(struct redis_link *link, int status, redisReply *repl
 
 static int get_route(struct shard *s, struct pr_request *req, link_reply_fn *fn)
 {
-    return link_command(&s->cache, fn, req, "GET user:route:%lld", (long long)req->user_id);
+    resp_start(&s->resp, 2);
+    resp_arg_str(&s->resp, "GET");
+    arg_route_key(s, req);
+    return send(s, &s->cache, fn, req);
 }
 
 /* --- Deliver: GET route, then PUBLISH user:<uid>, retried only when surely not executed --- */
@@ -244,8 +275,11 @@ static void on_deliver_published(struct redis_link *link, int status, redisReply
 static void deliver_publish(struct shard *s, struct pr_request *req)
 {
     req->attempts++;
-    if (link_command(&s->queue, on_deliver_published, req, "PUBLISH user:%lld %b",
-                     (long long)req->user_id, req->message.data, req->message.len) < 0)
+    resp_start(&s->resp, 3);
+    resp_arg_str(&s->resp, "PUBLISH");
+    resp_arg_id(&s->resp, "user:", (long long)req->user_id, "", NULL, 0);
+    resp_arg(&s->resp, req->message.data, req->message.len);
+    if (send(s, &s->queue, on_deliver_published, req) < 0)
         deliver_retry_or_fail(s, req, "queue redis unavailable");
 }
 
@@ -300,17 +334,21 @@ static void on_script_result(struct redis_link *link, int status, redisReply *re
 /* EVALSHA once the SHA is known, EVAL before that and after a NOSCRIPT (EVAL re-caches it). */
 static int run_script(struct shard *s, struct pr_request *req, bool by_body)
 {
-    long long uid = (long long)req->user_id;
     bool hb = req->method == PR_METHOD_HEARTBEAT;
     struct shard_script *sc = hb ? &s->heartbeat_script : &s->unbind_script;
-    const char *cmd = by_body || sc->sha[0] == '\0' ? "EVAL" : "EVALSHA";
-    const char *script = cmd[4] == '\0' ? sc->body : sc->sha;
-    if (hb)
-        return link_command(&s->cache, on_script_result, req,
-                            "%s %s 2 user:route:%lld user:status:%lld %b %d %d", cmd, script, uid, uid,
-                            req->gateway.data, req->gateway.len, s->conf->route_ttl, s->conf->status_ttl);
-    return link_command(&s->cache, on_script_result, req, "%s %s 2 user:route:%lld user:status:%lld %b",
-                        cmd, script, uid, uid, req->gateway.data, req->gateway.len);
+    bool eval = by_body || sc->sha[0] == '\0';
+    resp_start(&s->resp, hb ? 8 : 6);
+    resp_arg_str(&s->resp, eval ? "EVAL" : "EVALSHA");
+    resp_arg_str(&s->resp, eval ? sc->body : sc->sha);
+    resp_arg_str(&s->resp, "2");
+    arg_route_key(s, req);
+    arg_status_key(s, req);
+    resp_arg(&s->resp, req->gateway.data, req->gateway.len);
+    if (hb) {
+        resp_arg_id(&s->resp, "", s->conf->route_ttl, "", NULL, 0);
+        resp_arg_id(&s->resp, "", s->conf->status_ttl, "", NULL, 0);
+    }
+    return send(s, &s->cache, on_script_result, req);
 }
 
 static void on_script_result(struct redis_link *link, int status, redisReply *reply, void *priv)
@@ -367,6 +405,8 @@ void handlers_dispatch(struct shard *s, struct pr_request *req)
 
 int handlers_init(struct shard *s)
 {
+    if (resp_init(&s->resp) < 0)
+        return -1;
     s->unbind_script.body = UNBIND_LUA;
     s->heartbeat_script.body = HEARTBEAT_LUA;
     ev_timer_init(&s->retry_timer, on_retry_timer, 0., 0.);

@@ -170,20 +170,36 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
     link_connect(w->data);
 }
 
-static int send_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt,
-                        va_list ap)
+/* Bookkeeping for a command hiredis accepted: its reply's owner and its deadline. */
+static void track(struct redis_link *link, link_reply_fn *fn, void *priv)
 {
-    if (link->ac == NULL || link->state == LINK_DOWN)
-        return -1;
     ev_tstamp deadline = ev_now(link->loop) + link->conf->timeout_ms / 1000.0;
-    if (redisvAsyncCommand(link->ac, on_reply, link, fmt, ap) != REDIS_OK)
-        return -1;
     if (fifo_push(link, fn, priv, deadline) < 0)
         abort(); /* the command is out and its reply must find its caller: no way to go on */
     if (!ev_is_active(&link->deadline_timer)) {
         ev_timer_set(&link->deadline_timer, link->conf->timeout_ms / 1000.0, 0.);
         ev_timer_start(link->loop, &link->deadline_timer);
     }
+}
+
+static int send_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt,
+                        va_list ap)
+{
+    if (link->ac == NULL || link->state == LINK_DOWN)
+        return -1;
+    if (redisvAsyncCommand(link->ac, on_reply, link, fmt, ap) != REDIS_OK)
+        return -1;
+    track(link, fn, priv);
+    return 0;
+}
+
+int link_send(struct redis_link *link, link_reply_fn *fn, void *priv, const char *cmd, size_t len)
+{
+    if (link->ac == NULL || link->state == LINK_DOWN)
+        return -1;
+    if (redisAsyncFormattedCommand(link->ac, on_reply, link, cmd, len) != REDIS_OK)
+        return -1;
+    track(link, fn, priv);
     return 0;
 }
 

@@ -87,7 +87,10 @@ static inline bool link_is_up(const struct redis_link *link)
 }
 
 /* Send a command (hiredis format string). Returns 0, or -1 without calling fn when the link
- * is down: the command was certainly not sent. */
+ * is down: the command was certainly not sent. For set-up commands; the hot path uses link_send. */
 int link_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt, ...);
+
+/* The same for a command already in RESP (see resp.h). */
+int link_send(struct redis_link *link, link_reply_fn *fn, void *priv, const char *cmd, size_t len);
 
 #endif

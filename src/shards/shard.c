@@ -125,6 +125,7 @@ void shard_stop(struct shard *s)
 
 void shard_destroy(struct shard *s)
 {
+    resp_free(&s->resp);
     link_destroy(&s->cache);
     link_destroy(&s->queue);
     if (s->loop != NULL)

@@ -19,6 +19,7 @@
 #include "core/request.h"
 #include "core/ring.h"
 #include "shards/redis_link.h"
+#include "shards/resp.h"
 
 /* Written only by the shard thread; read by metrics and Stats from any thread. */
 struct shard_counters {
@@ -56,6 +57,7 @@ struct shard {
     bool answers_pending;                /* outbox got answers since the last wake-up */
     struct redis_link cache;             /* routes and statuses */
     struct redis_link queue;             /* Pub/Sub */
+    struct resp resp;                    /* the Redis command being built */
     struct shard_script unbind_script;   /* compare-and-delete route + status */
     struct shard_script heartbeat_script;/* compare-and-renew TTLs */
     struct pr_request *retry_head;       /* Deliver publishes waiting for their retry, by due time */
