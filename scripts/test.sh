@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # scripts/test.sh — THE test command (README, .ci/run). On a fresh Debian 12 machine it installs
 # what is missing, then builds and runs every suite:
-#   release  unit + integration tests, a short im-presence-bench run (when the bench is built)
+#   release  unit + integration tests, a short im-presence-bench run, a 75 s soak with Redis faults
 #   asan     ASan+UBSan: unit + integration tests
 #   tsan     ThreadSanitizer on the threaded parts: the integration suite against the TSan-built
 #            server, and the ring stress test (build/tsan/tests/ring_stress)
-#   fuzz     clang/libFuzzer: fuzz_frame and fuzz_codec, ~30 s each on a copy of their seed corpus
+#   fuzz     clang/libFuzzer: fuzz_frame and fuzz_codec, ~60 s each on a copy of their seed corpus
 #            (tests/fuzz/corpus/frame, .../codec) with tests/fuzz/frame.dict
 # Stops at the first failing step (non-zero exit). Ends with a per-step timing table and, alone on
 # the last line, "tests: P passed, F failed" summed over every Criterion run. A failure that is not
@@ -24,7 +24,7 @@
 #
 # Knobs (environment): TEST_JOBS (Criterion --jobs, default 2), TEST_TIMEOUT (seconds per test,
 # default 300), TEST_RUN_TIMEOUT (seconds per test binary, default 1800), FUZZ_SECONDS (per fuzz
-# target, default 30).
+# target, default 60), SOAK_SECONDS (default 75).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +39,8 @@ fi
 jobs=${TEST_JOBS:-2}
 per_test_timeout=${TEST_TIMEOUT:-300}
 run_timeout=${TEST_RUN_TIMEOUT:-1800}
-fuzz_seconds=${FUZZ_SECONDS:-30}
+fuzz_seconds=${FUZZ_SECONDS:-60}
+soak_seconds=${SOAK_SECONDS:-75}
 
 passed=0          # Criterion tests passed, all runs
 failed=0          # Criterion tests failed or crashed, all runs
@@ -261,6 +262,24 @@ EOF
     pids=()
 }
 
+# Soak: mixed load on a 4-shard release server for soak_seconds while the cache Redis restarts
+# and the queue Redis pauses; its closing line "soak: N passed, N failed" joins the totals.
+soak_run() {
+    local log=$tmp/soak.log rc=0
+    "${limit[@]}" $((soak_seconds + 300)) build/release/tests/soak --seconds "$soak_seconds" 2>&1 | tee "$log" ||
+        rc=$?
+    local line
+    line=$(grep -E '^soak: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
+    if [[ $line =~ ^soak:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        passed=$((passed + BASH_REMATCH[1]))
+        failed=$((failed + BASH_REMATCH[2]))
+        ((BASH_REMATCH[2] == 0 && rc == 0)) && return 0
+    fi
+    echo "test.sh: soak failed (exit $rc)" >&2
+    ((BASH_REMATCH[2] > 0)) 2>/dev/null || failed=$((failed + 1))
+    return 1
+}
+
 # fuzz_run NAME: run one libFuzzer target for fuzz_seconds on a temp copy of its seed corpus.
 fuzz_run() {
     local name=$1 bin=build/fuzz/tests/fuzz/$1
@@ -327,6 +346,7 @@ step "release: integration tests" criterion build/release/tests/integration_test
 if bench_bin >/dev/null; then
     step "release: bench smoke" bench_smoke
 fi
+step "release: soak (${soak_seconds}s)" soak_run
 
 step "build asan" scripts/build.sh asan
 step "asan: unit tests" criterion build/asan/tests/unit_tests

@@ -98,8 +98,10 @@ int cli_watch(const char *host, int port, long long uid, long long count)
         redisFree(rc);
         return 3;
     }
-    printf("watching presence:route%s%lld on %s:%d\n", uid > 0 ? " and user:" : "", uid > 0 ? uid : 0LL,
-           host, port);
+    if (uid > 0)
+        printf("watching presence:route and user:%lld on %s:%d\n", uid, host, port);
+    else
+        printf("watching presence:route on %s:%d\n", host, port);
     fflush(stdout);
     struct timeval forever = {0, 0};
     redisSetTimeout(rc, forever);

@@ -46,7 +46,7 @@ struct pr_request {
     ProtobufCBinaryData message; /* Deliver payload, points into args */
     ProtobufCMessage *args;      /* decoded request message (in `arena`); NULL for a reply made without one */
     struct pb_arena arena;       /* where args were decoded */
-    uint64_t started_ns;         /* monotonic time the frame was read (latency metrics) */
+    uint64_t started_ns;         /* monotonic time the frame was read; 0 for an unknown method */
 
     /* Result part: written by whoever answers (a shard, or the acceptor for errors it finds). */
     uint8_t code;       /* Mpim__Code */

@@ -110,12 +110,11 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
     }
     req->conn_id = c->id;
     req->seq = window_reserve(&c->window);
-    req->started_ns = acceptor_now_ns(acc);
-
     int m = codec_lookup(service, method, req);
     if (m < 0)
         goto answer_here;
     req->method = (uint8_t)m;
+    req->started_ns = acceptor_now_ns(acc); /* latency is kept per known method */
     if (codec_decode_request(req, args, args_len, acc->conf->max_message_bytes) < 0)
         goto answer_here;
     if (req->method == PR_METHOD_STATS) {

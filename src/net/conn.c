@@ -105,7 +105,7 @@ void conn_answer(struct conn *c, struct pr_request *req)
     uint64_t now = acceptor_now_ns(c->acc);
     struct pr_request *r;
     while ((r = window_pop(&c->window)) != NULL) {
-        if (r->args != NULL)
+        if (r->started_ns != 0)
             latency_record(&c->acc->counters.latency[r->method], now - r->started_ns);
         size_t n = codec_response_bound(r);
         if (out_reserve(c, n) == 0) {

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -232,7 +233,8 @@ const char *it_path(const char *name)
     static char bufs[8][PATH_MAX];
     static int next;
     char *b = bufs[next++ % 8];
-    snprintf(b, PATH_MAX, "%s/%s", it_dir(), name);
+    int n = snprintf(b, PATH_MAX, "%s/%s", it_dir(), name);
+    cr_assert(n > 0 && n < PATH_MAX, "path too long: %s/%s", it_dir(), name);
     return b;
 }
 
@@ -370,6 +372,11 @@ int it_run(const char *const *argv, char **out, char **err, int timeout_ms)
         cr_assert_not_null(*err);
     }
     return code;
+}
+
+pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_path)
+{
+    return spawn(argv, out_path, err_path);
 }
 
 /* A port nobody listens on right now (the kernel's pick for an ephemeral bind). */
@@ -952,6 +959,135 @@ int it_wait_closed(int fd, int timeout_ms)
         if (r > 0)
             data = true;
     }
+}
+
+/* ---------------------------------------------------------- metrics over HTTP */
+
+int it_metrics_port(const struct it_server *s)
+{
+    char *conf = it_read_file(s->conf);
+    cr_assert_not_null(conf, "cannot read %s", s->conf);
+    int port = 0;
+    bool in_metrics = false;
+    for (char *line = strtok(conf, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (line[0] == '[')
+            in_metrics = strncmp(line, "[metrics]", 9) == 0;
+        else if (in_metrics && sscanf(line, " port = %d", &port) == 1)
+            break;
+    }
+    free(conf);
+    cr_assert_gt(port, 0, "no [metrics] port in %s", s->conf);
+    return port;
+}
+
+int it_http_get(int port, const char *path, char **head, char **body)
+{
+    if (head != NULL)
+        *head = NULL;
+    if (body != NULL)
+        *body = NULL;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* The server opens its metrics port a moment after its service port: a refused connection
+     * is retried for a while. */
+    double refused_until = it_mono_ms() + 2000.0 * IT_SLOW;
+    int fd;
+    for (;;) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert(fd >= 0, "socket: %s", strerror(errno));
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+            break;
+        int e = errno;
+        close(fd);
+        if (e != ECONNREFUSED || it_mono_ms() > refused_until)
+            return -1;
+        it_sleep_ms(10);
+    }
+    char req[512];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
+    cr_assert(n > 0 && (size_t)n < sizeof(req));
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        close(fd);
+        return -1;
+    }
+    /* The server answers and closes (Connection: close): read to EOF, within the bound. */
+    size_t cap = 16384, len = 0;
+    char *buf = malloc(cap);
+    cr_assert_not_null(buf);
+    double deadline = it_mono_ms() + 5000.0 * IT_SLOW;
+    bool eof = false;
+    for (;;) {
+        int left = (int)(deadline - it_mono_ms());
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int rc = left > 0 ? poll(&p, 1, left) : 0;
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        if (cap - len < 4096) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            cr_assert_not_null(buf);
+        }
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            eof = true;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    int status = -1;
+    if (!eof || sep == NULL || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+        free(buf);
+        return -1;
+    }
+    *sep = '\0';
+    if (body != NULL) {
+        *body = strdup(sep + 4);
+        cr_assert_not_null(*body);
+    }
+    if (head != NULL) {
+        *head = strdup(buf);
+        cr_assert_not_null(*head);
+    }
+    free(buf);
+    return status;
+}
+
+int it_http_wait_status(int port, const char *path, int want, int timeout_ms, char **body)
+{
+    double deadline = it_mono_ms() + timeout_ms;
+    for (;;) {
+        char *b = NULL;
+        int status = it_http_get(port, path, NULL, &b);
+        if (status == want || it_mono_ms() >= deadline) {
+            if (body != NULL)
+                *body = b;
+            else
+                free(b);
+            return status;
+        }
+        free(b);
+        it_sleep_ms(50);
+    }
+}
+
+double it_metric(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            return strtod(line + n + 1, NULL);
+        line = strchr(line, '\n');
+        if (line != NULL)
+            line++;
+    }
+    return NAN;
 }
 
 /* --------------------------------------------------------------- Redis direct */

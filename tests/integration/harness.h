@@ -133,6 +133,10 @@ int it_wait_pid(pid_t pid, int timeout_ms);
 /* Run argv to completion with stdout/stderr captured (malloc'd, NUL-terminated; may be NULL
  * pointers if not wanted). Returns the exit code, 128+signal, or -1 after a timeout kill. */
 int it_run(const char *const *argv, char **out, char **err, int timeout_ms);
+/* Spawn argv in the background, stdout to out_path and stderr to err_path (NULL: the same
+ * file). The child dies with this worker; fx_fini kills it if it is still running. Reap it
+ * with it_wait_pid. */
+pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_path);
 
 /* --------------------------------------------------------------- the fixture */
 
@@ -169,6 +173,23 @@ void fx_check_clean_exit(void);
         fx_check_clean_exit();                                                                               \
     }                                                                                                        \
     static void it_body_##suite##_##name(void)
+
+/* ------------------------------------------------------- metrics over HTTP */
+
+/* The [metrics] port s was started with, read back from its config file (asserts there is one). */
+int it_metrics_port(const struct it_server *s);
+/* GET path from 127.0.0.1:port, HTTP/1.0 on a fresh connection, within 5 s (a refused connection
+ * is retried for 2 s: the metrics port opens just after the service port). Returns the status
+ * code, or -1 if the connection or the response failed. *head (status line and headers) and
+ * *body are malloc'd and NUL-terminated if wanted (NULL: not wanted), NULL after a failure. */
+int it_http_get(int port, const char *path, char **head, char **body);
+/* GET path until it answers status want or timeout_ms passes; returns the last status (-1: no
+ * answer). *body (if wanted) holds the last body, malloc'd. */
+int it_http_wait_status(int port, const char *path, int want, int timeout_ms, char **body);
+/* The value of the sample `series` (name and labels exactly as exposed, e.g.
+ * `impresence_requests_total{method="Deliver",code="OK"}`) in a Prometheus text body; NAN if
+ * no line holds that series. */
+double it_metric(const char *text, const char *series);
 
 /* ------------------------------------------------------------------- client */
 
