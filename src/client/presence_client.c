@@ -46,15 +46,6 @@ struct pc_client {
     char err[192];         /* last error, for pc_error() */
 };
 
-static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = {
-    [PR_METHOD_BIND] = &mpim__bind_route_resp__descriptor,
-    [PR_METHOD_QUERY] = &mpim__query_route_resp__descriptor,
-    [PR_METHOD_DELIVER] = &mpim__deliver_resp__descriptor,
-    [PR_METHOD_UNBIND] = &mpim__unbind_route_resp__descriptor,
-    [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_resp__descriptor,
-    [PR_METHOD_STATS] = &mpim__stats_resp__descriptor,
-};
-
 static void set_error(struct pc_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void set_error(struct pc_client *c, const char *fmt, ...)
@@ -539,7 +530,7 @@ int pc_heartbeat(struct pc_client *c, int64_t uid, const char *gw, Mpim__Heartbe
 
 const ProtobufCMessageDescriptor *pc_response_descriptor(int method)
 {
-    return method >= 0 && method < PR_METHOD_COUNT ? response_desc[method] : NULL;
+    return codec_response_descriptor(method);
 }
 
 const char *pc_code_name(int code)

@@ -17,6 +17,20 @@ static const ProtobufCMessageDescriptor *const request_desc[PR_METHOD_COUNT] = {
     [PR_METHOD_STATS] = &mpim__stats_req__descriptor,
 };
 
+static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = {
+    [PR_METHOD_BIND] = &mpim__bind_route_resp__descriptor,
+    [PR_METHOD_QUERY] = &mpim__query_route_resp__descriptor,
+    [PR_METHOD_DELIVER] = &mpim__deliver_resp__descriptor,
+    [PR_METHOD_UNBIND] = &mpim__unbind_route_resp__descriptor,
+    [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_resp__descriptor,
+    [PR_METHOD_STATS] = &mpim__stats_resp__descriptor,
+};
+
+const ProtobufCMessageDescriptor *codec_response_descriptor(int method)
+{
+    return method >= 0 && method < PR_METHOD_COUNT ? response_desc[method] : NULL;
+}
+
 static bool bytes_eq(const ProtobufCBinaryData *b, const char *s)
 {
     size_t n = strlen(s);

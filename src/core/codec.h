@@ -15,6 +15,9 @@
 int codec_lookup(const ProtobufCBinaryData *service, const ProtobufCBinaryData *method,
                  struct pr_request *req);
 
+/* The response message type of a method (NULL for an unknown one). */
+const ProtobufCMessageDescriptor *codec_response_descriptor(int method);
+
 /* The wire name of a method ("BindRoute", ...). */
 const char *codec_method_name(int method);
 

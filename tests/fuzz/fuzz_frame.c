@@ -37,14 +37,6 @@ struct outcome {
     int last; /* FRAME_AGAIN at the end of input, or the error that stopped parsing */
 };
 
-static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = {
-    [PR_METHOD_BIND] = &mpim__bind_route_resp__descriptor,
-    [PR_METHOD_QUERY] = &mpim__query_route_resp__descriptor,
-    [PR_METHOD_DELIVER] = &mpim__deliver_resp__descriptor,
-    [PR_METHOD_UNBIND] = &mpim__unbind_route_resp__descriptor,
-    [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_resp__descriptor,
-    [PR_METHOD_STATS] = &mpim__stats_resp__descriptor,
-};
 
 /* What the acceptor does for Stats: pack the whole response itself. */
 static void pack_stats(struct pr_request *req, size_t n)
@@ -126,7 +118,7 @@ static void serve(const struct frame_request *fr, size_t max_msg, uint8_t answer
     mpim__error_resp__free_unpacked(e, NULL);
     /* ... and as the response type of the method the client thinks it called. */
     int as = m >= 0 ? m : answer % PR_METHOD_COUNT;
-    ProtobufCMessage *r = protobuf_c_message_unpack(response_desc[as], NULL, body_len, body);
+    ProtobufCMessage *r = protobuf_c_message_unpack(codec_response_descriptor(as), NULL, body_len, body);
     CHECK(r != NULL);
     protobuf_c_message_free_unpacked(r, NULL);
     free(out);
