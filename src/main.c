@@ -113,7 +113,7 @@ int main(int argc, char **argv)
     struct shard *shards = calloc((size_t)conf.shards, sizeof(*shards));
     static struct acceptor acc;
     if (loop == NULL || shards == NULL) {
-        log_error("start-up: out of memory");
+        log_error("start-up failed reason=out_of_memory");
         return 1;
     }
     if (acceptor_init(&acc, &conf, loop, shards, conf.shards) < 0) {
@@ -122,7 +122,7 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < conf.shards; i++) {
         if (shard_init(&shards[i], i, &conf, loop, &acc.answered[i]) < 0) {
-            log_error("start-up: shard %d: out of memory", i);
+            log_error("start-up failed reason=out_of_memory shard=%d", i);
             return 1;
         }
     }
@@ -131,19 +131,19 @@ int main(int argc, char **argv)
     acc.view = &metrics.view;
     /* Metrics are for operators: without their port the service itself still runs. */
     if (metrics_server_open(&metrics, &conf) < 0)
-        log_error("metrics disabled: [metrics] %s:%d cannot be listened on", conf.metrics_host,
+        log_error("metrics disabled: cannot listen addr=%s:%d", conf.metrics_host,
                   conf.metrics_port);
     for (int i = 0; i < conf.shards; i++) {
         if (shard_start(&shards[i]) < 0) {
-            log_error("start-up: cannot start shard thread %d", i);
+            log_error("start-up failed reason=thread shard=%d", i);
             return 1;
         }
     }
     if (metrics_server_start(&metrics) < 0) {
-        log_error("start-up: cannot start the metrics thread");
+        log_error("start-up failed reason=thread thread=metrics");
         return 1;
     }
-    log_info("im-presence listening on %s:%d, %d shards, cache %s:%d db %d, queue %s:%d db %d", conf.host,
+    log_info("listening on addr=%s:%d shards=%d cache=%s:%d/%d queue=%s:%d/%d", conf.host,
              conf.port, conf.shards, conf.cache.host, conf.cache.port, conf.cache.database, conf.queue.host,
              conf.queue.port, conf.queue.database);
 
@@ -163,7 +163,7 @@ int main(int argc, char **argv)
         shard_destroy(&shards[i]);
     free(shards);
     ev_loop_destroy(loop);
-    log_info("stopped: %llu requests served by shards, %llu connections accepted, %llu rejected",
+    log_info("stopped served=%llu accepted=%llu rejected=%llu",
              (unsigned long long)served, (unsigned long long)counter_get(&acc.counters.accepted),
              (unsigned long long)counter_get(&acc.counters.rejected));
     return 0;

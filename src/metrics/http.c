@@ -206,7 +206,7 @@ int metrics_server_open(struct metrics_server *m, const struct presence_conf *co
     struct addrinfo *res;
     int rc = getaddrinfo(conf->metrics_host, service, &hints, &res);
     if (rc != 0) {
-        log_error("metrics listen %s:%d: %s", conf->metrics_host, conf->metrics_port, gai_strerror(rc));
+        log_error("metrics listen failed addr=%s:%d error=\"%s\"", conf->metrics_host, conf->metrics_port, gai_strerror(rc));
         return -1;
     }
     int err = 0;
@@ -227,7 +227,7 @@ int metrics_server_open(struct metrics_server *m, const struct presence_conf *co
     }
     freeaddrinfo(res);
     if (m->fd < 0) {
-        log_error("metrics listen %s:%d: %s", conf->metrics_host, conf->metrics_port, strerror(err));
+        log_error("metrics listen failed addr=%s:%d error=\"%s\"", conf->metrics_host, conf->metrics_port, strerror(err));
         return -1;
     }
     return 0;

@@ -58,8 +58,8 @@ void acceptor_add_conn(struct acceptor *acc, int fd)
     if (acc->draining || acc->nfree == 0) {
         close(fd);
         counter_add(&acc->counters.rejected, 1);
-        log_limited(&acc->reject_log, LOG_WARN, "connection refused: %s",
-                    acc->draining ? "shutting down" : "max_connections reached");
+        log_limited(&acc->reject_log, LOG_WARN, "connection refused reason=%s",
+                    acc->draining ? "shutting_down" : "max_connections");
         return;
     }
     uint32_t slot = acc->free_slots[--acc->nfree];
@@ -67,7 +67,7 @@ void acceptor_add_conn(struct acceptor *acc, int fd)
     struct conn *c = conn_create(acc, fd, id);
     if (c == NULL) {
         acc->free_slots[acc->nfree++] = slot;
-        log_error("connection dropped: out of memory");
+        log_error("connection dropped reason=out_of_memory");
         return;
     }
     acc->conns[slot] = c;
@@ -191,7 +191,7 @@ static void on_drain_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct acceptor *acc = w->data;
-    log_warn("shutdown: %llu requests still unanswered after the drain deadline; exiting",
+    log_warn("shutdown deadline passed, exiting unanswered=%llu",
              (unsigned long long)acc->inflight_total);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -202,7 +202,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     struct acceptor *acc = w->data;
     if (acc->draining)
         return;
-    log_info("signal %d: stop accepting, answering %llu in-flight requests", w->signum,
+    log_info("shutdown: stop accepting, answer what is in flight signal=%d inflight=%llu", w->signum,
              (unsigned long long)acc->inflight_total);
     acc->draining = true;
     counter_set(&acc->counters.draining, 1);
@@ -241,9 +241,9 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
     if (acc->conf->log_file[0] == '\0')
         return;
     if (log_open(acc->conf->log_file) < 0)
-        log_error("SIGHUP: cannot reopen log file %s", acc->conf->log_file);
+        log_error("SIGHUP: log file reopen failed path=%s", acc->conf->log_file);
     else
-        log_info("SIGHUP: log file reopened");
+        log_info("SIGHUP: log file reopened path=%s", acc->conf->log_file);
 }
 
 /* --- life cycle (main thread) --- */

@@ -56,7 +56,7 @@ void conn_close(struct conn *c, const char *why)
 {
     if (c->fd < 0)
         return;
-    log_debug("conn %llu closed: %s", (unsigned long long)c->id, why);
+    log_debug("connection closed conn=%llu reason=\"%s\"", (unsigned long long)c->id, why);
     ev_io_stop(c->acc->loop, &c->rio);
     ev_io_stop(c->acc->loop, &c->wio);
     close(c->fd);
@@ -152,7 +152,7 @@ void conn_flush(struct conn *c)
     if (c->out_len - c->out_off > c->acc->conf->max_output_bytes) {
         counter_add(&c->acc->counters.output_overflows, 1);
         log_limited(&c->acc->protocol_log, LOG_WARN,
-                    "conn %llu: client not reading, output over max_output_bytes; closed",
+                    "connection closed conn=%llu reason=max_output_bytes (client not reading)",
                     (unsigned long long)c->id);
         conn_close(c, "output limit");
         return;
@@ -199,7 +199,7 @@ void conn_drain(struct conn *c)
 static void protocol_error(struct conn *c, const char *what)
 {
     counter_add(&c->acc->counters.protocol_errors, 1);
-    log_limited(&c->acc->protocol_log, LOG_WARN, "conn %llu: %s; connection closed",
+    log_limited(&c->acc->protocol_log, LOG_WARN, "connection closed conn=%llu reason=\"%s\"",
                 (unsigned long long)c->id, what);
     conn_close(c, what);
 }

@@ -25,7 +25,7 @@ static void on_acceptable(struct ev_loop *loop, ev_io *w, int revents)
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                log_limited(&l->acc->reject_log, LOG_WARN, "accept: %s", strerror(errno));
+                log_limited(&l->acc->reject_log, LOG_WARN, "accept failed error=\"%s\"", strerror(errno));
             return;
         }
         int one = 1;
@@ -44,7 +44,7 @@ int listener_open(struct listener *l, struct acceptor *acc, const char *host, in
     struct addrinfo *res;
     int rc = getaddrinfo(host, service, &hints, &res);
     if (rc != 0) {
-        log_error("listen %s:%d: %s", host, port, gai_strerror(rc));
+        log_error("listen failed addr=%s:%d error=\"%s\"", host, port, gai_strerror(rc));
         return -1;
     }
     int err = 0;
@@ -65,7 +65,7 @@ int listener_open(struct listener *l, struct acceptor *acc, const char *host, in
     }
     freeaddrinfo(res);
     if (l->fd < 0) {
-        log_error("listen %s:%d: %s", host, port, strerror(err));
+        log_error("listen failed addr=%s:%d error=\"%s\"", host, port, strerror(err));
         return -1;
     }
     ev_io_init(&l->io, on_acceptable, l->fd, EV_READ);

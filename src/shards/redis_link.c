@@ -97,7 +97,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees ac after we return, answering queued commands: never sent. */
         counter_add(&link->errors, 1);
-        log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: connect failed: %s", link->role,
+        log_limited(&link->log_lim, LOG_WARN, "redis connect failed role=%s addr=%s:%d error=\"%s\"", link->role,
                     link->conf->host, link->conf->port, ac->errstr);
         link->ac = NULL;
         link_set_state(link, LINK_DOWN);
@@ -111,7 +111,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (link->ever_up)
         counter_add(&link->reconnects, 1);
     link->ever_up = true;
-    log_info("redis %s %s:%d: connected", link->role, link->conf->host, link->conf->port);
+    log_info("redis connected role=%s addr=%s:%d", link->role, link->conf->host, link->conf->port);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -121,7 +121,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (ac != link->ac)
         return; /* our own teardown: already handled */
     counter_add(&link->errors, 1);
-    log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: connection lost: %s", link->role,
+    log_limited(&link->log_lim, LOG_WARN, "redis connection lost role=%s addr=%s:%d error=\"%s\"", link->role,
                 link->conf->host, link->conf->port, ac->errstr ? ac->errstr : "closed");
     /* hiredis may answer the pending commands after this callback: they were sent. */
     link->ac = NULL;
@@ -138,7 +138,7 @@ static void on_setup_reply(struct redis_link *link, int status, redisReply *repl
     if (status != LINK_REPLY || reply->type != REDIS_REPLY_ERROR)
         return;
     counter_add(&link->errors, 1);
-    log_limited(&link->log_lim, LOG_ERROR, "redis %s: %s failed: %s", link->role, what, reply->str);
+    log_limited(&link->log_lim, LOG_ERROR, "redis %s failed role=%s error=\"%s\"", what, link->role, reply->str);
     /* Inside a hiredis callback the free is deferred until it returns; that is fine. */
     if (link->ac != NULL)
         link_teardown(link, LINK_LOST);
@@ -158,7 +158,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     counter_add(&link->errors, 1);
-    log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: no reply within %d ms, reconnecting",
+    log_limited(&link->log_lim, LOG_WARN, "redis timeout, reconnecting role=%s addr=%s:%d timeout_ms=%d",
                 link->role, link->conf->host, link->conf->port, link->conf->timeout_ms);
     link_teardown(link, link->state == LINK_UP ? LINK_LOST : LINK_NOT_SENT);
 }
@@ -228,7 +228,7 @@ static void link_connect(struct redis_link *link)
     redisAsyncContext *ac = redisAsyncConnect(link->conf->host, link->conf->port);
     if (ac == NULL || ac->err) {
         counter_add(&link->errors, 1);
-        log_limited(&link->log_lim, LOG_WARN, "redis %s %s:%d: connect failed: %s", link->role,
+        log_limited(&link->log_lim, LOG_WARN, "redis connect failed role=%s addr=%s:%d error=\"%s\"", link->role,
                     link->conf->host, link->conf->port, ac ? ac->errstr : "out of memory");
         if (ac != NULL)
             redisAsyncFree(ac);

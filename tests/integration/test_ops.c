@@ -737,7 +737,7 @@ IT(ops_redis, sighup_reopens_the_log_file_after_rotation)
     free(text);
     /* Shutdown is logged to the new file. */
     it_server_stop_clean(&FX.srv);
-    free(wait_file_holds(log, "stopped:", 1000));
+    free(wait_file_holds(log, "stopped served=", 1000));
 }
 
 /* ----------------------------------------------------------- --check-config */
