@@ -381,6 +381,30 @@ IT(rpc, heartbeat_recreates_expired_status)
     pc_close(c);
 }
 
+/* Regression: after SCRIPT FLUSH (or a failover to a Redis without the scripts) EVALSHA answers
+ * NOSCRIPT; Heartbeat and Unbind must still work, by running the script by body. */
+IT(rpc, scripts_flushed_in_redis_heartbeat_and_unbind_still_work)
+{
+    struct pc_client *c = it_connect();
+    bind_ok(c, 36, "gw-1:7000");
+    Mpim__HeartbeatResp *h = it_heartbeat(c, 36, "gw-1:7000"); /* scripts loaded and used */
+    cr_assert(h->refreshed);
+    it_free(h);
+    it_rcmd(R(), 0, "SCRIPT FLUSH");
+    h = it_heartbeat(c, 36, "gw-1:7000");
+    cr_assert_eq(h->result->code, MPIM__CODE__OK, "%s", h->result->msg);
+    cr_assert(h->refreshed);
+    it_free(h);
+    it_rcmd(R(), 0, "SCRIPT FLUSH");
+    Mpim__UnbindRouteResp *u = it_unbind(c, 36, "gw-1:7000");
+    cr_assert_eq(u->result->code, MPIM__CODE__OK, "%s", u->result->msg);
+    cr_assert(u->unbound);
+    it_free(u);
+    expect_value(route_key(36), NULL);
+    expect_value(status_key(36), NULL);
+    pc_close(c);
+}
+
 IT(rpc, heartbeat_stale_gateway_writes_nothing)
 {
     struct pc_client *c = it_connect();
