@@ -8,7 +8,7 @@
 #
 # Environment: BENCH_THREADS (im-presence-bench threads; default 1, like redis-benchmark),
 # BENCH_SHARDS (im-presence shards for the per-method rows; default 4), BENCH_USERS.
-# Needs cmake, a C toolchain, redis-server, redis-benchmark, redis-cli and jq. Everything it
+# Installs what is missing (scripts/install-deps.sh), like the README's commands. Everything it
 # starts listens on 127.0.0.1 on free ports, lives in a temp dir, and is stopped on exit.
 # The table goes to stdout, progress to stderr.
 set -euo pipefail
@@ -48,6 +48,7 @@ die() {
     exit 1
 }
 
+"$ROOT/scripts/install-deps.sh" >&2
 for tool in cmake redis-server redis-benchmark redis-cli jq timeout; do
     command -v "$tool" >/dev/null || die "'$tool' is required"
 done

@@ -11,6 +11,7 @@ packages=(
     libcriterion-dev                            # unit and integration tests
     redis-server redis-tools                    # tests and scripts/run.sh start their own redis-server
     clang libclang-rt-14-dev                    # libFuzzer targets (and sanitizer runtimes)
+    jq                                          # bench/run.sh reads the load generator's JSON
 )
 
 missing=()
