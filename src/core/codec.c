@@ -37,11 +37,6 @@ static bool bytes_eq(const ProtobufCBinaryData *b, const char *s)
     return b->len == n && (n == 0 || memcmp(b->data, s, n) == 0);
 }
 
-const char *codec_method_name(int method)
-{
-    return request_method_name(method);
-}
-
 /* A client's name, echoed in Result.msg: a proto3 string must be UTF-8, so anything but
  * printable ASCII becomes '?', and it is cut to 64 bytes. */
 static const char *printable(const ProtobufCBinaryData *b, char *out, size_t size)

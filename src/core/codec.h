@@ -18,9 +18,6 @@ int codec_lookup(const ProtobufCBinaryData *service, const ProtobufCBinaryData *
 /* The response message type of a method (NULL for an unknown one). */
 const ProtobufCMessageDescriptor *codec_response_descriptor(int method);
 
-/* The wire name of a method ("BindRoute", ...). */
-const char *codec_method_name(int method);
-
 /* Decode args for req->method into req (args, user_id, gateway, message) and validate them.
  * Returns 0, or -1 with req->code = INVALID and req->msg naming the field. */
 int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len,

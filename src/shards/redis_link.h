@@ -81,11 +81,6 @@ void link_start(struct redis_link *link);
 void link_stop(struct redis_link *link);
 void link_destroy(struct redis_link *link);
 
-static inline bool link_is_up(const struct redis_link *link)
-{
-    return link->state == LINK_UP;
-}
-
 /* Send a command (hiredis format string). Returns 0, or -1 without calling fn when the link
  * is down: the command was certainly not sent. For set-up commands; the hot path uses link_send. */
 int link_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt, ...);

@@ -170,6 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
 
         size_t n = codec_response_size(&req);
+        CHECK(codec_response_bound(&req) >= n); /* the acceptor reserves only the bound */
         uint8_t *out = malloc(n);
         CHECK(out != NULL);
         CHECK(codec_encode_response(&req, out) == n);

@@ -103,6 +103,7 @@ static void serve(const struct frame_request *fr, size_t max_msg, uint8_t answer
     }
 
     size_t n = codec_response_size(&req);
+    CHECK(codec_response_bound(&req) >= n); /* the acceptor reserves only the bound */
     uint8_t *out = malloc(n);
     CHECK(out != NULL);
     CHECK(codec_encode_response(&req, out) == n);

@@ -120,7 +120,7 @@ Test(codec, lookup_all_methods_both_service_names)
             ProtobufCBinaryData sv = bin(services[s]), me = bin(method_names[m]);
             cr_assert_eq(codec_lookup(&sv, &me, &req), m, "%s/%s", services[s], method_names[m]);
             cr_assert_eq(req.code, MPIM__CODE__OK);
-            cr_assert_str_eq(codec_method_name(m), method_names[m]);
+            cr_assert_str_eq(request_method_name(m), method_names[m]);
         }
     }
     expect_no_leaks();
@@ -441,6 +441,7 @@ static const uint8_t *encode(const struct pr_request *req, uint8_t **frame, size
 {
     size_t n = codec_response_size(req);
     cr_assert_gt(n, FRAME_PREFIX - 1);
+    cr_assert_geq(codec_response_bound(req), n, "the acceptor reserves only the bound");
     uint8_t *out = malloc(n);
     cr_assert_not_null(out);
     cr_assert_eq(codec_encode_response(req, out), n, "size and encode disagree");
