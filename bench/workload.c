@@ -261,7 +261,7 @@ int encoder_init(struct encoder *e, const char *service, const char *gateway, co
     size_t args_max = 0;
     for (int m = 0; m < BENCH_METHODS; m++) {
         size_t args = pack_args(e, m, INT64_MAX, NULL); /* the longest varint */
-        size_t frame = frame_request_size(service, codec_method_name(m), args);
+        size_t frame = frame_request_size(service, request_method_name(m), args);
         if (args > args_max)
             args_max = args;
         if (frame > e->max_frame)
@@ -281,7 +281,7 @@ void encoder_destroy(struct encoder *e)
 size_t encoder_write(struct encoder *e, int method, int64_t uid, uint8_t *out)
 {
     size_t args = pack_args(e, method, uid, e->scratch);
-    return frame_write_request(out, e->service, codec_method_name(method), e->scratch, args);
+    return frame_write_request(out, e->service, request_method_name(method), e->scratch, args);
 }
 
 /* --- responses ------------------------------------------------------------------------ */
