@@ -103,9 +103,7 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
     struct pr_request *req = acceptor_request_new(acc);
     if (req == NULL) {
         /* Without a request object there is no way to answer in order: give up on this client. */
-        c->draining = true;
-        ev_io_stop(acc->loop, &c->rio);
-        acceptor_mark_dirty(acc, c);
+        conn_break(c);
         return;
     }
     req->conn_id = c->id;

@@ -107,14 +107,10 @@ void conn_answer(struct conn *c, struct pr_request *req)
     while ((r = window_pop(&c->window)) != NULL) {
         if (r->started_ns != 0)
             latency_record(&c->acc->counters.latency[r->method], now - r->started_ns);
-        size_t n = codec_response_bound(r);
-        if (out_reserve(c, n) == 0) {
+        if (!c->broken && out_reserve(c, codec_response_bound(r)) == 0)
             c->out_len += codec_encode_response(r, c->out + c->out_len);
-        } else {
-            /* Out of memory: this client can no longer get answers in order. */
-            c->draining = true;
-            ev_io_stop(c->acc->loop, &c->rio);
-        }
+        else
+            conn_break(c);
         acceptor_request_free(c->acc, r);
     }
     acceptor_mark_dirty(c->acc, c);
@@ -143,8 +139,19 @@ static int write_out(struct conn *c)
     return 0;
 }
 
+void conn_break(struct conn *c)
+{
+    c->broken = true;
+    ev_io_stop(c->acc->loop, &c->rio);
+    acceptor_mark_dirty(c->acc, c);
+}
+
 void conn_flush(struct conn *c)
 {
+    if (c->broken) {
+        conn_close(c, "out of memory");
+        return;
+    }
     if (write_out(c) < 0) {
         conn_close(c, "write failed");
         return;
@@ -210,7 +217,7 @@ static int process_input(struct conn *c)
 {
     size_t off = 0;
     size_t max_frame = c->acc->conf->max_frame_bytes;
-    while (!window_full(&c->window)) {
+    while (!window_full(&c->window) && !c->broken) {
         size_t avail = c->in_len - off;
         if (avail < FRAME_PREFIX || (c->in_need != 0 && avail < c->in_need))
             break;

@@ -4,6 +4,7 @@
  *   reading  - rio active: bytes are read, framed and dispatched;
  *   paused   - rio stopped because the reorder window is full; resumes when it drains;
  *   draining - server shutdown: no more reads; closes once every answer is written;
+ *   broken   - out of memory mid-request: closed at the next flush (conn_break);
  *   closed   - fd closed and the struct freed (conn_close); answers still in the shards
  *              find no connection by id and are dropped. */
 #ifndef PR_NET_CONN_H
@@ -28,6 +29,7 @@ struct conn {
     ev_io wio;             /* writable, only while output is pending */
     bool paused;           /* window full: not reading */
     bool draining;         /* shutdown: no more reads */
+    bool broken;           /* out of memory: answers can no longer be whole and in order; close */
     bool dirty;            /* on the acceptor's list to flush/resume this loop turn */
     struct conn *next_dirty;
     ev_tstamp last_active; /* when the client last sent bytes (idle_timeout) */
@@ -53,6 +55,9 @@ void conn_answer(struct conn *c, struct pr_request *req);
 
 /* Once per loop turn, for connections marked dirty: write output, resume paused reading. */
 void conn_flush(struct conn *c);
+
+/* Out of memory: stop everything, close at this loop turn's flush (safe inside callbacks). */
+void conn_break(struct conn *c);
 
 /* Shutdown: stop reading; the connection closes itself when nothing is owed. */
 void conn_drain(struct conn *c);
