@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -12,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -29,45 +27,22 @@ struct it_fixture FX;
 
 int64_t it_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return tp_wall_ms();
 }
 
 double it_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    return tp_mono_ms();
 }
 
 void it_sleep_ms(int ms)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+    tp_sleep_ms(ms);
 }
 
 char *it_read_file(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len < 2) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
+    return tp_read_file(path);
 }
 
 int it_slow(void)
@@ -118,44 +93,12 @@ static void test_dir_for(char *out, size_t n, const char *base, const char *suit
     snprintf(out, n, "%s/%s.%s", base, suite, name);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_tree(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void print_tail(const char *path, int lines)
-{
-    char *text = it_read_file(path);
-    if (text == NULL)
-        return;
-    size_t len = strlen(text);
-    size_t start = len;
-    int seen = 0;
-    while (start > 0) {
-        if (text[start - 1] == '\n' && start != len && ++seen >= lines)
-            break;
-        start--;
-    }
-    fprintf(stderr, "---- last %d lines of %s ----\n%s%s---- end of %s ----\n", lines, path, text + start,
-            len > 0 && text[len - 1] != '\n' ? "\n" : "", path);
-    free(text);
-}
-
 static int print_server_logs(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
     const char *base = path + ftw->base;
     if (flag == FTW_F && strncmp(base, "server", 6) == 0 && strstr(base, ".log") != NULL)
-        print_tail(path, 40);
+        tp_print_tail(path, 40);
     return 0;
 }
 
@@ -174,7 +117,7 @@ static void report_and_clean(struct criterion_test_stats *stats)
     if (failed)
         nftw(dir, print_server_logs, 16, FTW_PHYS);
     if (!keep_dirs())
-        rm_tree(dir);
+        tp_rm_tree(dir);
 }
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
@@ -204,7 +147,7 @@ ReportHook(POST_ALL)(struct criterion_global_stats *stats)
     if (keep_dirs())
         fprintf(stderr, "integration test directories kept in %s\n", base);
     else
-        rm_tree(base);
+        tp_rm_tree(base);
 }
 
 /* ------------------------------------------------- per-test dirs, worker side */
@@ -240,106 +183,18 @@ const char *it_path(const char *name)
 
 /* ------------------------------------------------------------------ children */
 
-/* Every child this worker started and has not reaped: fx_fini kills what is left. */
-#define MAX_CHILDREN 64
-static pid_t g_children[MAX_CHILDREN];
-
-static void track(pid_t pid)
-{
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] == 0) {
-            g_children[i] = pid;
-            return;
-        }
-}
-
-static void untrack(pid_t pid)
-{
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] == pid)
-            g_children[i] = 0;
-}
-
 /* fork + exec with stdout to out_path and stderr to err_path (NULL: same file), appending.
  * The child dies with this worker (PR_SET_PDEATHSIG), whatever kills the worker. */
-static pid_t spawn(const char *const *argv, const char *out_path, const char *err_path)
+pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_path)
 {
-    pid_t parent = getpid();
-    int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    cr_assert(out >= 0, "open %s: %s", out_path, strerror(errno));
-    int err = out;
-    if (err_path != NULL) {
-        err = open(err_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        cr_assert(err >= 0, "open %s: %s", err_path, strerror(errno));
-    }
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = SIG_DFL;
-        sigaction(SIGPIPE, &sa, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (devnull >= 0)
-            dup2(devnull, 0);
-        dup2(out, 1);
-        dup2(err, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(out);
-    if (err != out)
-        close(err);
-    if (devnull >= 0)
-        close(devnull);
-    track(pid);
+    pid_t pid = tp_spawn(argv, out_path, err_path);
+    cr_assert(pid > 0, "%s", tp_error());
     return pid;
 }
 
 int it_wait_pid(pid_t pid, int timeout_ms)
 {
-    double deadline = it_mono_ms() + timeout_ms;
-    for (;;) {
-        int status;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) {
-            untrack(pid);
-            return status;
-        }
-        if (r < 0 && errno != EINTR) {
-            untrack(pid);
-            return 0;
-        }
-        if (it_mono_ms() >= deadline)
-            return -1;
-        it_sleep_ms(5);
-    }
-}
-
-/* SIGKILL and reap. */
-static void kill_reap(pid_t pid)
-{
-    kill(pid, SIGCONT);
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    untrack(pid);
-}
-
-static bool exited(pid_t pid, int *status)
-{
-    pid_t r = waitpid(pid, status, WNOHANG);
-    if (r == pid) {
-        untrack(pid);
-        return true;
-    }
-    return false;
+    return tp_wait_pid(pid, timeout_ms);
 }
 
 int it_run(const char *const *argv, char **out, char **err, int timeout_ms)
@@ -352,11 +207,11 @@ int it_run(const char *const *argv, char **out, char **err, int timeout_ms)
     char opath[PATH_MAX], epath[PATH_MAX];
     snprintf(opath, sizeof(opath), "%s", it_path(oname));
     snprintf(epath, sizeof(epath), "%s", it_path(ename));
-    pid_t pid = spawn(argv, opath, epath);
-    int status = it_wait_pid(pid, timeout_ms);
+    pid_t pid = it_spawn(argv, opath, epath);
+    int status = tp_wait_pid(pid, timeout_ms);
     int code;
     if (status == -1) {
-        kill_reap(pid);
+        tp_kill_reap(pid);
         code = -1;
     } else if (WIFEXITED(status)) {
         code = WEXITSTATUS(status);
@@ -374,155 +229,56 @@ int it_run(const char *const *argv, char **out, char **err, int timeout_ms)
     return code;
 }
 
-pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_path)
-{
-    return spawn(argv, out_path, err_path);
-}
-
-/* A port nobody listens on right now (the kernel's pick for an ephemeral bind). */
 int it_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind: %s", strerror(errno));
-    socklen_t alen = sizeof(a);
-    cr_assert(getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    int port = tp_free_port();
+    cr_assert(port > 0, "%s", tp_error());
+    return port;
 }
 
 /* --------------------------------------------------------------------- redis */
 
-static int redis_ping(int port)
+void it_redis_start(struct tp_redis *r, const char *name)
 {
-    struct timeval tv = {0, 200000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (c == NULL)
-        return -1;
-    int ok = -1;
-    if (!c->err) {
-        redisReply *r = redisCommand(c, "PING");
-        if (r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0)
-            ok = 0;
-        if (r != NULL)
-            freeReplyObject(r);
-    }
-    redisFree(c);
-    return ok;
-}
-
-/* Spawn on r->port and wait for PING. 0 ready, -1 it exited or never answered. */
-static int redis_spawn(struct it_redis *r)
-{
-    char port[16];
-    snprintf(port, sizeof(port), "%d", r->port);
-    const char *argv[] = {REDIS_SERVER_BIN,
-                          "--port",
-                          port,
-                          "--bind",
-                          "127.0.0.1",
-                          "--save",
-                          "",
-                          "--appendonly",
-                          "no",
-                          "--dir",
-                          r->dir,
-                          "--daemonize",
-                          "no",
-                          "--protected-mode",
-                          "no",
-                          NULL};
-    r->pid = spawn(argv, r->log, NULL);
-    double deadline = it_mono_ms() + 5000.0 * IT_SLOW;
-    while (it_mono_ms() < deadline) {
-        int status;
-        if (exited(r->pid, &status)) {
-            r->pid = 0;
-            return -1;
-        }
-        if (redis_ping(r->port) == 0)
-            return 0;
-        it_sleep_ms(10);
-    }
-    kill_reap(r->pid);
-    r->pid = 0;
-    return -1;
-}
-
-void it_redis_start(struct it_redis *r, const char *name)
-{
-    memset(r, 0, sizeof(*r));
-    snprintf(r->name, sizeof(r->name), "%s", name);
-    snprintf(r->dir, sizeof(r->dir), "%s", it_path(name));
-    cr_assert(mkdir(r->dir, 0700) == 0 || errno == EEXIST, "mkdir %s: %s", r->dir, strerror(errno));
-    char logname[64];
-    snprintf(logname, sizeof(logname), "%s.log", name);
-    snprintf(r->log, sizeof(r->log), "%s", it_path(logname));
-    for (int attempt = 0; attempt < 5; attempt++) {
-        r->port = it_free_port();
-        if (redis_spawn(r) == 0)
-            return;
-    }
-    print_tail(r->log, 20);
+    cr_assert_eq(tp_redis_init(r, it_dir(), name), 0, "%s", tp_error());
+    r->ready_ms = 5000 * IT_SLOW;
+    if (tp_redis_start(r, true, 5, 0) == 0)
+        return;
+    tp_print_tail(r->log, 20);
     cr_assert_fail("redis-server %s did not start; see %s", name, r->log);
 }
 
-void it_redis_restart(struct it_redis *r)
+void it_redis_restart(struct tp_redis *r)
 {
     cr_assert_eq(r->pid, 0, "redis %s is still running", r->name);
     /* The old socket may linger for a moment; Redis sets SO_REUSEADDR, so a retry suffices. */
-    for (int attempt = 0; attempt < 20; attempt++) {
-        if (redis_spawn(r) == 0)
-            return;
-        it_sleep_ms(50);
-    }
-    cr_assert_fail("redis-server %s did not restart on port %d; see %s", r->name, r->port, r->log);
+    if (tp_redis_start(r, false, 20, 50) != 0)
+        cr_assert_fail("redis-server %s did not restart on port %d; see %s", r->name, r->port, r->log);
 }
 
-void it_redis_stop(struct it_redis *r)
+void it_redis_stop(struct tp_redis *r)
+{
+    tp_redis_stop(r, 3000);
+}
+
+void it_redis_kill(struct tp_redis *r)
 {
     if (r->pid == 0)
         return;
-    kill(r->pid, SIGCONT);
-    kill(r->pid, SIGTERM);
-    if (it_wait_pid(r->pid, 3000) == -1)
-        kill_reap(r->pid);
+    tp_kill_reap(r->pid);
     r->pid = 0;
 }
 
-void it_redis_kill(struct it_redis *r)
-{
-    if (r->pid == 0)
-        return;
-    kill_reap(r->pid);
-    r->pid = 0;
-}
-
-void it_redis_pause(struct it_redis *r)
+void it_redis_pause(struct tp_redis *r)
 {
     cr_assert_neq(r->pid, 0);
-    cr_assert_eq(kill(r->pid, SIGSTOP), 0);
-    /* Wait until it is really stopped, so the next request meets a hung Redis. */
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)r->pid);
-    for (int i = 0; i < 200; i++) {
-        char *s = it_read_file(path);
-        char *p = s != NULL ? strrchr(s, ')') : NULL;
-        bool stopped = p != NULL && (p[2] == 'T' || p[2] == 't');
-        free(s);
-        if (stopped)
-            return;
-        it_sleep_ms(5);
-    }
-    cr_assert_fail("redis %s did not stop", r->name);
+    cr_assert_eq(tp_redis_pause(r), 0, "redis %s did not stop", r->name);
 }
 
-void it_redis_resume(struct it_redis *r)
+void it_redis_resume(struct tp_redis *r)
 {
     cr_assert_neq(r->pid, 0);
-    cr_assert_eq(kill(r->pid, SIGCONT), 0);
+    cr_assert_eq(tp_redis_resume(r), 0);
 }
 
 /* -------------------------------------------------------------------- config */
@@ -649,7 +405,7 @@ static pid_t spawn_server(struct it_server *s, const char *const *extra_args)
         argv[n++] = extra_args[i];
     }
     argv[n] = NULL;
-    s->pid = spawn(argv, s->log, NULL);
+    s->pid = it_spawn(argv, s->log, NULL);
     return s->pid;
 }
 
@@ -673,24 +429,7 @@ pid_t it_server_spawn_file(struct it_server *s, const char *conf, int port, cons
 
 int it_server_wait_ready(struct it_server *s, int timeout_ms)
 {
-    double deadline = it_mono_ms() + timeout_ms;
-    while (it_mono_ms() < deadline) {
-        int status;
-        if (exited(s->pid, &status)) {
-            s->pid = 0;
-            return -1;
-        }
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        cr_assert(fd >= 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
-        close(fd);
-        if (rc == 0)
-            return 0;
-        it_sleep_ms(10);
-    }
-    return -1;
+    return tp_wait_port(&s->pid, s->port, timeout_ms);
 }
 
 void it_server_start(struct it_server *s, struct it_config *c, const char *const *extra_args)
@@ -705,7 +444,7 @@ void it_server_start(struct it_server *s, struct it_config *c, const char *const
         if (it_server_wait_ready(s, 10000 * IT_SLOW) == 0)
             break;
         if (s->pid != 0) {
-            kill_reap(s->pid);
+            tp_kill_reap(s->pid);
             s->pid = 0;
         }
     }
@@ -714,7 +453,7 @@ void it_server_start(struct it_server *s, struct it_config *c, const char *const
     if (pick)
         it_config_set(c, "presence_service", "port", "0");
     /* A failed .init gets no runner report: show the log here. */
-    print_tail(s->log, 40);
+    tp_print_tail(s->log, 40);
     cr_assert_fail("im-presence did not start listening; see %s", s->log);
 }
 
@@ -722,10 +461,7 @@ int it_server_stop(struct it_server *s, int sig, int timeout_ms)
 {
     if (s->pid == 0)
         return 0;
-    kill(s->pid, sig);
-    int status = it_wait_pid(s->pid, timeout_ms);
-    if (status == -1)
-        kill_reap(s->pid);
+    int status = tp_stop(s->pid, sig, timeout_ms);
     s->pid = 0;
     return status;
 }
@@ -780,12 +516,12 @@ void fx_init_server(void)
 void fx_fini(void)
 {
     if (FX.srv.pid != 0) {
-        kill_reap(FX.srv.pid);
+        tp_kill_reap(FX.srv.pid);
         FX.srv.pid = 0;
     }
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] != 0 && g_children[i] != FX.cache.pid && g_children[i] != FX.queue.pid)
-            kill_reap(g_children[i]);
+    /* The Redis servers get a clean SIGTERM below. */
+    const pid_t keep[] = {FX.cache.pid, FX.queue.pid};
+    tp_kill_all(keep, 2);
     it_redis_stop(&FX.cache);
     it_redis_stop(&FX.queue);
 }
@@ -812,49 +548,37 @@ struct pc_client *it_connect(void)
 
 #define CHECK_RC(c, rc, what) cr_assert_eq(rc, 0, "%s: transport error: %s", what, pc_error(c))
 
+/* The body of a typed call: pc_call (which fills r) worked and the response has a result. */
+#define TYPED_CALL(Type, what, pc_call)                                                                      \
+    Type *r = NULL;                                                                                          \
+    CHECK_RC(c, pc_call, what);                                                                              \
+    cr_assert_not_null(r);                                                                                   \
+    cr_assert_not_null(r->result, what "Resp without result");                                               \
+    return r
+
 Mpim__BindRouteResp *it_bind(struct pc_client *c, int64_t uid, const char *gw)
 {
-    Mpim__BindRouteResp *r = NULL;
-    CHECK_RC(c, pc_bind(c, uid, gw, &r), "BindRoute");
-    cr_assert_not_null(r);
-    cr_assert_not_null(r->result, "BindRouteResp without result");
-    return r;
+    TYPED_CALL(Mpim__BindRouteResp, "BindRoute", pc_bind(c, uid, gw, &r));
 }
 
 Mpim__QueryRouteResp *it_query(struct pc_client *c, int64_t uid)
 {
-    Mpim__QueryRouteResp *r = NULL;
-    CHECK_RC(c, pc_query(c, uid, &r), "QueryRoute");
-    cr_assert_not_null(r);
-    cr_assert_not_null(r->result, "QueryRouteResp without result");
-    return r;
+    TYPED_CALL(Mpim__QueryRouteResp, "QueryRoute", pc_query(c, uid, &r));
 }
 
 Mpim__DeliverResp *it_deliver(struct pc_client *c, int64_t uid, const void *msg, size_t len, const char *type)
 {
-    Mpim__DeliverResp *r = NULL;
-    CHECK_RC(c, pc_deliver(c, uid, msg, len, type, &r), "Deliver");
-    cr_assert_not_null(r);
-    cr_assert_not_null(r->result, "DeliverResp without result");
-    return r;
+    TYPED_CALL(Mpim__DeliverResp, "Deliver", pc_deliver(c, uid, msg, len, type, &r));
 }
 
 Mpim__UnbindRouteResp *it_unbind(struct pc_client *c, int64_t uid, const char *gw)
 {
-    Mpim__UnbindRouteResp *r = NULL;
-    CHECK_RC(c, pc_unbind(c, uid, gw, &r), "UnbindRoute");
-    cr_assert_not_null(r);
-    cr_assert_not_null(r->result, "UnbindRouteResp without result");
-    return r;
+    TYPED_CALL(Mpim__UnbindRouteResp, "UnbindRoute", pc_unbind(c, uid, gw, &r));
 }
 
 Mpim__HeartbeatResp *it_heartbeat(struct pc_client *c, int64_t uid, const char *gw)
 {
-    Mpim__HeartbeatResp *r = NULL;
-    CHECK_RC(c, pc_heartbeat(c, uid, gw, &r), "Heartbeat");
-    cr_assert_not_null(r);
-    cr_assert_not_null(r->result, "HeartbeatResp without result");
-    return r;
+    TYPED_CALL(Mpim__HeartbeatResp, "Heartbeat", pc_heartbeat(c, uid, gw, &r));
 }
 
 uint8_t *it_frame(const char *service, const char *method, const ProtobufCMessage *args, size_t *len)
@@ -916,8 +640,7 @@ int it_tcp_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in a = tp_loopback(port);
     cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect :%d: %s", port, strerror(errno));
     /* A plain read() on it can then never hang a test. */
     struct timeval tv = {5 * IT_SLOW, 0};
@@ -986,8 +709,7 @@ int it_http_get(int port, const char *path, char **head, char **body)
         *head = NULL;
     if (body != NULL)
         *body = NULL;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in a = tp_loopback(port);
     /* The server opens its metrics port a moment after its service port: a refused connection
      * is retried for a while. */
     double refused_until = it_mono_ms() + 2000.0 * IT_SLOW;
@@ -1107,16 +829,23 @@ redisContext *it_rconnect(int port, int db)
     return c;
 }
 
-static redisReply *rcommand(int port, int db, const char *fmt, ...)
+/* One command on a fresh connection; the reply is not an error (asserts). */
+static redisReply *rvcommand(int port, int db, const char *fmt, va_list ap)
 {
     redisContext *c = it_rconnect(port, db);
-    va_list ap;
-    va_start(ap, fmt);
     redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
     cr_assert_not_null(r, "redis :%d: %s", port, c->errstr);
     cr_assert_neq(r->type, REDIS_REPLY_ERROR, "redis :%d: %s", port, r->str);
     redisFree(c);
+    return r;
+}
+
+static redisReply *rcommand(int port, int db, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = rvcommand(port, db, fmt, ap);
+    va_end(ap);
     return r;
 }
 
@@ -1175,15 +904,10 @@ long long it_rdbsize_all(int port)
 
 void it_rcmd(int port, int db, const char *fmt, ...)
 {
-    redisContext *c = it_rconnect(port, db);
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
+    freeReplyObject(rvcommand(port, db, fmt, ap));
     va_end(ap);
-    cr_assert_not_null(r, "redis :%d: %s", port, c->errstr);
-    cr_assert_neq(r->type, REDIS_REPLY_ERROR, "redis :%d: %s", port, r->str);
-    freeReplyObject(r);
-    redisFree(c);
 }
 
 /* ---------------------------------------------------------------- subscriber */

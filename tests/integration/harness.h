@@ -24,6 +24,7 @@
 #include "client/presence_client.h"
 #include "core/request.h"
 #include "presence.pb-c.h"
+#include "proc.h"
 
 /* Sanitized builds run several times slower: every bound below is multiplied by IT_SLOW, the
  * build's own factor unless PRESENCE_IT_SLOW says otherwise (e.g. when PRESENCE_SERVER_BIN
@@ -57,25 +58,18 @@ const char *it_cli_bin(void);
 
 /* ---------------------------------------------------------------- processes */
 
-struct it_redis {
-    pid_t pid;          /* running redis-server, 0 if none */
-    int port;           /* its port; kept across stop/kill so it can restart there */
-    char name[32];      /* "redis", "cache", "queue": names its dir and log */
-    char dir[PATH_MAX]; /* its --dir */
-    char log[PATH_MAX]; /* its stdout/stderr */
-};
-
+/* The Redis servers are tp_redis (tests/common/proc.h); these wrappers assert. */
 /* Start on a free port (retrying on a port race) and wait until PING answers. Asserts. */
-void it_redis_start(struct it_redis *r, const char *name);
+void it_redis_start(struct tp_redis *r, const char *name);
 /* Start again on the same port (after it_redis_kill/it_redis_stop). Asserts. */
-void it_redis_restart(struct it_redis *r);
+void it_redis_restart(struct tp_redis *r);
 /* SIGTERM, bounded wait, then SIGKILL. */
-void it_redis_stop(struct it_redis *r);
+void it_redis_stop(struct tp_redis *r);
 /* SIGKILL at once: the fault tests' "Redis died". */
-void it_redis_kill(struct it_redis *r);
+void it_redis_kill(struct tp_redis *r);
 /* SIGSTOP / SIGCONT: a hung Redis whose port still accepts connections. */
-void it_redis_pause(struct it_redis *r);
-void it_redis_resume(struct it_redis *r);
+void it_redis_pause(struct tp_redis *r);
+void it_redis_resume(struct tp_redis *r);
 
 #define IT_MAX_KV 64
 
@@ -141,8 +135,8 @@ pid_t it_spawn(const char *const *argv, const char *out_path, const char *err_pa
 /* --------------------------------------------------------------- the fixture */
 
 struct it_fixture {
-    struct it_redis cache; /* always started by the fx_init_* */
-    struct it_redis queue; /* started only by fx_init_split (else pid 0, port = cache.port) */
+    struct tp_redis cache; /* always started by the fx_init_* */
+    struct tp_redis queue; /* started only by fx_init_split (else pid 0, port = cache.port) */
     struct it_server srv;  /* the server under test */
     struct it_config cfg;  /* what fx_start_server starts it with */
 };

@@ -19,11 +19,7 @@
  * Prints the figures and a last line "soak: 1 passed, 0 failed" (exit 0) or
  * "soak: 0 passed, 1 failed" (exit 1). Every process it started is killed on any exit. */
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
-#include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -34,17 +30,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
 
 #include "client/presence_client.h"
+#include "proc.h"
 
 #define NCONN 16 /* client connections, one thread each */
 #define USERS 64 /* users per connection */
@@ -67,68 +61,14 @@
 #define LAT_BIN_US 10
 #define LAT_BINS 100000 /* 10 us bins up to 1 s; slower answers land in the last */
 
-/* ------------------------------------------------------------- small helpers */
-
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(double ms)
-{
-    if (ms <= 0)
-        return;
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
-                          .tv_nsec = (long)((long long)(ms * 1e6) % 1000000000LL)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
 /* ------------------------------------------------------------------ processes */
 
-#define MAX_PROCS 8
-static volatile pid_t g_pids[MAX_PROCS]; /* every child still to be killed on exit */
-static char g_dir[64];                   /* the temporary directory */
+static char g_dir[64]; /* the temporary directory */
 
-static void track(pid_t pid)
-{
-    for (int i = 0; i < MAX_PROCS; i++)
-        if (g_pids[i] == 0) {
-            g_pids[i] = pid;
-            return;
-        }
-}
-
-static void untrack(pid_t pid)
-{
-    for (int i = 0; i < MAX_PROCS; i++)
-        if (g_pids[i] == pid)
-            g_pids[i] = 0;
-}
-
-/* Async-signal-safe: SIGCONT (a paused Redis must be able to die) and SIGKILL, then reap. */
+/* Async-signal-safe: SIGKILL every child (SIGCONT first: a paused Redis must be able to die). */
 static void kill_all(void)
 {
-    for (int i = 0; i < MAX_PROCS; i++) {
-        pid_t pid = g_pids[i];
-        if (pid > 0) {
-            kill(pid, SIGCONT);
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            g_pids[i] = 0;
-        }
-    }
+    tp_kill_all(NULL, 0);
 }
 
 static void on_fatal_signal(int sig)
@@ -137,6 +77,8 @@ static void on_fatal_signal(int sig)
     signal(sig, SIG_DFL);
     raise(sig);
 }
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static void die(const char *fmt, ...)
 {
@@ -152,84 +94,12 @@ static void die(const char *fmt, ...)
     exit(1);
 }
 
-/* fork + exec, output appended to log; the child dies with us whatever kills us. */
-static pid_t spawn(const char *const *argv, const char *log)
-{
-    pid_t parent = getpid();
-    int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (out < 0)
-        die("open %s: %s", log, strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        signal(SIGPIPE, SIG_DFL);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, 0);
-        dup2(out, 1);
-        dup2(out, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(out);
-    track(pid);
-    return pid;
-}
-
-/* Wait for pid up to timeout_ms: its wait status, or -1 if it is still running. */
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    double deadline = mono_ms() + timeout_ms;
-    for (;;) {
-        int status;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR)) {
-            untrack(pid);
-            return r == pid ? status : 0;
-        }
-        if (mono_ms() > deadline)
-            return -1;
-        sleep_ms(5);
-    }
-}
-
-static void stop_pid(pid_t pid)
-{
-    kill(pid, SIGCONT);
-    kill(pid, SIGTERM);
-    if (wait_exit(pid, 5000) == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        untrack(pid);
-    }
-}
-
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len))
+    int port = tp_free_port();
+    if (port < 0)
         die("cannot find a free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool tcp_ready(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
+    return port;
 }
 
 static long long rss_bytes(pid_t pid)
@@ -247,105 +117,27 @@ static long long rss_bytes(pid_t pid)
     return kb < 0 ? -1 : kb * 1024;
 }
 
-static void print_tail(const char *path, int lines)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return;
-    static char text[1 << 20];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    const char *p = text + n;
-    for (int seen = 0; p > text && seen <= lines; p--)
-        seen += p[-1] == '\n';
-    fprintf(stderr, "---- last lines of %s ----\n%s---- end ----\n", path, p);
-}
-
 /* ---------------------------------------------------------------------- Redis */
 
-struct redis {
-    pid_t pid;
-    int port;
-    char name[16];
-    char dir[PATH_MAX];
-    char log[PATH_MAX];
-};
+/* The subscriber must never be cut off by Redis for falling behind. */
+static const char *const redis_args[] = {"--client-output-buffer-limit", "pubsub 0 0 0", NULL};
 
-static bool redis_ping(int port)
+/* Start on a free port (moving to another if that one is taken meanwhile) or, on a restart,
+ * on r->port again; wait for PING. */
+static void redis_start(struct tp_redis *r, bool new_port)
 {
-    struct timeval tv = {0, 200000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    bool ok = false;
-    if (c != NULL && !c->err) {
-        redisReply *r = redisCommand(c, "PING");
-        ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-        freeReplyObject(r);
-    }
-    redisFree(c);
-    return ok;
-}
-
-/* Start on r->port and wait for PING. A first start moves to another free port if that one is
- * taken meanwhile; a restart (same_port) keeps trying the same port. */
-static void redis_start(struct redis *r, bool same_port)
-{
-    for (int attempt = 0; attempt < 40; attempt++) {
-        if (attempt > 0 && !same_port)
-            r->port = free_port();
-        char port[16];
-        snprintf(port, sizeof(port), "%d", r->port);
-        /* The subscriber must never be cut off by Redis for falling behind. */
-        const char *argv[] = {REDIS_SERVER_BIN,
-                              "--port",
-                              port,
-                              "--bind",
-                              "127.0.0.1",
-                              "--save",
-                              "",
-                              "--appendonly",
-                              "no",
-                              "--dir",
-                              r->dir,
-                              "--daemonize",
-                              "no",
-                              "--protected-mode",
-                              "no",
-                              "--client-output-buffer-limit",
-                              "pubsub 0 0 0",
-                              NULL};
-        r->pid = spawn(argv, r->log);
-        double deadline = mono_ms() + 5000;
-        while (mono_ms() < deadline) {
-            int status;
-            if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
-                untrack(r->pid);
-                r->pid = 0;
-                break;
-            }
-            if (redis_ping(r->port))
-                return;
-            sleep_ms(10);
-        }
-        if (r->pid != 0)
-            stop_pid(r->pid);
-        r->pid = 0;
-        sleep_ms(50); /* the old socket on a restart port may linger a moment */
-    }
-    print_tail(r->log, 20);
+    if (tp_redis_start(r, new_port, 40, 50) == 0)
+        return;
+    tp_print_tail(r->log, 20);
     die("redis-server %s did not start on port %d", r->name, r->port);
 }
 
-static void redis_init(struct redis *r, const char *name)
+static void redis_init(struct tp_redis *r, const char *name)
 {
-    memset(r, 0, sizeof(*r));
-    snprintf(r->name, sizeof(r->name), "%s", name);
-    snprintf(r->dir, sizeof(r->dir), "%s/%s", g_dir, name);
-    snprintf(r->log, sizeof(r->log), "%s/%s.log", g_dir, name);
-    if (mkdir(r->dir, 0700) != 0)
-        die("mkdir %s: %s", r->dir, strerror(errno));
-    r->port = free_port();
-    redis_start(r, false);
+    if (tp_redis_init(r, g_dir, name) != 0)
+        die("%s", tp_error());
+    r->extra_args = redis_args;
+    redis_start(r, true);
 }
 
 /* ------------------------------------------------------------------ HTTP GET */
@@ -353,8 +145,7 @@ static void redis_init(struct redis *r, const char *name)
 static int http_status(int port, const char *path)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in a = tp_loopback(port);
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     int status = -1;
@@ -374,7 +165,7 @@ static int http_status(int port, const char *path)
 
 /* ------------------------------------------------------------ fault windows */
 
-/* When each fault began and ended (ms on mono_ms's clock); an end of 0 means still going on. */
+/* When each fault began and ended (ms on tp_mono_ms's clock); an end of 0 means still going on. */
 struct fault {
     _Atomic double start;
     _Atomic double end;
@@ -389,14 +180,14 @@ static int fault_begin(void)
 {
     int i = atomic_load(&g_nfaults);
     atomic_store(&g_faults[i].end, 0.0);
-    atomic_store(&g_faults[i].start, mono_ms());
+    atomic_store(&g_faults[i].start, tp_mono_ms());
     atomic_store(&g_nfaults, i + 1);
     return i;
 }
 
 static void fault_end(int i)
 {
-    atomic_store(&g_faults[i].end, mono_ms());
+    atomic_store(&g_faults[i].end, tp_mono_ms());
 }
 
 /* The fault that began last before t, or -1. */
@@ -688,7 +479,7 @@ static void check(struct worker *w, const struct op *op, const ProtobufCMessage 
     }
     case PR_METHOD_DELIVER: {
         const Mpim__DeliverResp *r = (const Mpim__DeliverResp *)m;
-        int64_t now = wall_ms();
+        int64_t now = tp_wall_ms();
         if (r->timestamp < now - 60000 || r->timestamp > now + 60000)
             fail(w, "Deliver to user %" PRId64 ": timestamp %" PRId64 " is not now", uid,
                  (int64_t)r->timestamp);
@@ -754,7 +545,7 @@ static void *worker_main(void *arg)
             forget_all(w); /* the cache went away between batches */
             w->seen_gen = gen0;
         }
-        double t0 = mono_ms();
+        double t0 = tp_mono_ms();
         for (int i = 0; i < BATCH; i++) {
             draw(w, &ops[i]);
             if (send_op(c, w, &ops[i]) < 0) {
@@ -777,14 +568,14 @@ static void *worker_main(void *arg)
                      request_method_name(ops[got].method), pc_error(c));
                 break;
             }
-            double ms = mono_ms() - t0;
+            double ms = tp_mono_ms() - t0;
             long bin = (long)(ms * 1000.0 / LAT_BIN_US);
             w->lat[bin < LAT_BINS ? bin : LAT_BINS - 1]++;
             if (ms > w->lat_max)
                 w->lat_max = ms;
         }
         w->answered += (uint64_t)got;
-        double t1 = mono_ms();
+        double t1 = tp_mono_ms();
         int gen1 = atomic_load(&g_cache_gen);
         bool wiped = gen1 != gen0;
         bool faulty = during_fault(t0, t1);
@@ -829,7 +620,7 @@ static void *subscriber_main(void *arg)
     freeReplyObject(r);
     while (!s->got_end) {
         double deadline = atomic_load(&s->deadline);
-        if (deadline != 0.0 && mono_ms() > deadline)
+        if (deadline != 0.0 && tp_mono_ms() > deadline)
             break;
         void *reply = NULL;
         if (redisGetReplyFromReader(c, &reply) != REDIS_OK) {
@@ -875,7 +666,14 @@ struct server {
     char conf[PATH_MAX], log[PATH_MAX];
 };
 
-static void server_start(struct server *s, const struct redis *cache, const struct redis *queue)
+/* Listening, and every shard has its Redis links up. */
+static bool server_ready(void *arg)
+{
+    const struct server *s = arg;
+    return tp_port_open(s->port) && http_status(s->metrics_port, "/healthz") == 200;
+}
+
+static void server_start(struct server *s, const struct tp_redis *cache, const struct tp_redis *queue)
 {
     snprintf(s->conf, sizeof(s->conf), "%s/server.conf", g_dir);
     snprintf(s->log, sizeof(s->log), "%s/server.log", g_dir);
@@ -898,25 +696,16 @@ static void server_start(struct server *s, const struct redis *cache, const stru
         if (bin == NULL || *bin == '\0')
             bin = PRESENCE_SERVER_BIN;
         const char *argv[] = {bin, "-c", s->conf, NULL};
-        s->pid = spawn(argv, s->log);
-        double deadline = mono_ms() + 10000;
-        while (mono_ms() < deadline) {
-            int status;
-            if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-                untrack(s->pid);
-                s->pid = 0;
-                break;
-            }
-            /* Listening, and every shard has its Redis links up. */
-            if (tcp_ready(s->port) && http_status(s->metrics_port, "/healthz") == 200)
-                return;
-            sleep_ms(20);
-        }
+        s->pid = tp_spawn(argv, s->log, NULL);
+        if (s->pid < 0)
+            die("%s", tp_error());
+        if (tp_wait_ready(&s->pid, server_ready, s, 10000, 20) == 0)
+            return;
         if (s->pid != 0)
-            stop_pid(s->pid);
+            tp_stop(s->pid, SIGTERM, 5000);
         s->pid = 0;
     }
-    print_tail(s->log, 30);
+    tp_print_tail(s->log, 30);
     die("im-presence did not start");
 }
 
@@ -942,12 +731,12 @@ static int probe(int port, int64_t uid)
 /* Query until the answer is not UNAVAILABLE: ms it took, or -1 after timeout_ms. */
 static double wait_served(int port, double timeout_ms)
 {
-    double t0 = mono_ms();
-    while (mono_ms() - t0 < timeout_ms) {
+    double t0 = tp_mono_ms();
+    while (tp_mono_ms() - t0 < timeout_ms) {
         int code = probe(port, 1);
         if (code == MPIM__CODE__OK || code == MPIM__CODE__NOT_FOUND)
-            return mono_ms() - t0;
-        sleep_ms(20);
+            return tp_mono_ms() - t0;
+        tp_sleep_ms(20);
     }
     return -1;
 }
@@ -980,15 +769,6 @@ static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
 }
 
 static double percentile(const uint64_t *bins, uint64_t total, double p)
@@ -1049,7 +829,7 @@ int main(int argc, char **argv)
     if (mkdtemp(g_dir) == NULL)
         die("mkdtemp: %s", strerror(errno));
 
-    struct redis cache, queue;
+    struct tp_redis cache, queue;
     redis_init(&cache, "cache");
     redis_init(&queue, "queue");
     struct server srv;
@@ -1057,13 +837,13 @@ int main(int argc, char **argv)
     printf("soak: %d s, %d connections x %d users, batches of %d, thread_count %d, Redis timeout %d ms; dir "
            "%s\n",
            seconds, NCONN, USERS, BATCH, SHARDS, REDIS_TIMEOUT_MS, g_dir);
-    sleep_ms(500);
+    tp_sleep_ms(500);
     long long rss_before = rss_bytes(srv.pid);
 
     struct subscriber sub = {.port = queue.port};
     if (pthread_create(&sub.thread, NULL, subscriber_main, &sub) != 0)
         die("pthread_create");
-    sleep_ms(200); /* subscribed before the first Deliver */
+    tp_sleep_ms(200); /* subscribed before the first Deliver */
 
     static struct worker workers[NCONN];
     for (int i = 0; i < NCONN; i++) {
@@ -1081,15 +861,14 @@ int main(int argc, char **argv)
     }
 
     /* The faults, from this thread. */
-    double t_start = mono_ms();
-    sleep_ms(t_start + seconds * 1000.0 * 0.35 - mono_ms());
+    double t_start = tp_mono_ms();
+    tp_sleep_ms(t_start + seconds * 1000.0 * 0.35 - tp_mono_ms());
     int f = fault_begin();
-    double cache_at = (mono_ms() - t_start) / 1000.0;
+    double cache_at = (tp_mono_ms() - t_start) / 1000.0;
     atomic_fetch_add(&g_cache_gen, 1);
-    stop_pid(cache.pid);
-    cache.pid = 0;
-    sleep_ms(CACHE_DOWN_MS);
-    redis_start(&cache, true);
+    tp_redis_stop(&cache, 5000);
+    tp_sleep_ms(CACHE_DOWN_MS);
+    redis_start(&cache, false);
     double cache_recovery = wait_served(srv.port, 10000);
     fault_end(f);
     printf(
@@ -1097,20 +876,21 @@ int main(int argc, char **argv)
         "restart\n",
         cache_at, CACHE_DOWN_MS, cache_recovery);
 
-    sleep_ms(t_start + seconds * 1000.0 * 0.65 - mono_ms());
+    tp_sleep_ms(t_start + seconds * 1000.0 * 0.65 - tp_mono_ms());
     f = fault_begin();
-    double queue_at = (mono_ms() - t_start) / 1000.0;
-    kill(queue.pid, SIGSTOP);
-    sleep_ms(QUEUE_PAUSE_MS);
-    kill(queue.pid, SIGCONT);
+    double queue_at = (tp_mono_ms() - t_start) / 1000.0;
+    if (tp_redis_pause(&queue) != 0)
+        die("the queue Redis did not stop");
+    tp_sleep_ms(QUEUE_PAUSE_MS);
+    tp_redis_resume(&queue);
     fault_end(f);
     printf("soak: queue Redis paused at %.1f s for %d ms\n", queue_at, QUEUE_PAUSE_MS);
 
-    sleep_ms(t_start + seconds * 1000.0 - mono_ms());
+    tp_sleep_ms(t_start + seconds * 1000.0 - tp_mono_ms());
     atomic_store(&g_stop, true);
     for (int i = 0; i < NCONN; i++)
         pthread_join(workers[i].thread, NULL);
-    double elapsed = (mono_ms() - t_start) / 1000.0;
+    double elapsed = (tp_mono_ms() - t_start) / 1000.0;
 
     /* Everything published before now reaches the subscriber before this marker. */
     redisContext *rc = redisConnect("127.0.0.1", queue.port);
@@ -1118,7 +898,7 @@ int main(int argc, char **argv)
         die("connect to the queue Redis: %s", rc ? rc->errstr : "oom");
     freeReplyObject(redisCommand(rc, "PUBLISH user:0 soak-end"));
     redisFree(rc);
-    atomic_store(&sub.deadline, mono_ms() + 10000);
+    atomic_store(&sub.deadline, tp_mono_ms() + 10000);
     pthread_join(sub.thread, NULL);
 
     /* ----- checks ----- */
@@ -1199,7 +979,7 @@ int main(int argc, char **argv)
           "the server counted %.0f requests; %" PRIu64 " were sent and %.0f probes answered", counted, sent,
           probes);
 
-    sleep_ms(IDLE_BEFORE_RSS_MS);
+    tp_sleep_ms(IDLE_BEFORE_RSS_MS);
     long long rss_after = rss_bytes(srv.pid);
     CHECK(rss_before > 0 && rss_after > 0 && rss_after <= rss_before + (rss_growth_mib << 20),
           "RSS grew from %.1f MiB to %.1f MiB (bound +%lld MiB)", rss_before / 1048576.0,
@@ -1207,14 +987,14 @@ int main(int argc, char **argv)
 
     if (alive) {
         kill(srv.pid, SIGTERM);
-        status = wait_exit(srv.pid, 10000);
+        status = tp_wait_pid(srv.pid, 10000);
         CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "the server did not exit 0 within 10 s of SIGTERM (status %d)", status);
         if (status == -1)
-            stop_pid(srv.pid);
+            tp_stop(srv.pid, SIGTERM, 5000);
     }
-    stop_pid(cache.pid);
-    stop_pid(queue.pid);
+    tp_redis_stop(&cache, 5000);
+    tp_redis_stop(&queue, 5000);
 
     /* ----- figures ----- */
     printf("soak: %" PRIu64 " requests sent, %" PRIu64 " answered in %.1f s (%.0f/s); %" PRIu64
@@ -1249,10 +1029,10 @@ int main(int argc, char **argv)
            rss_before / 1048576.0, rss_after / 1048576.0, (rss_after - rss_before) / 1048576.0,
            rss_growth_mib);
     if (failures > 0) {
-        print_tail(srv.log, 30);
+        tp_print_tail(srv.log, 30);
         printf("soak: files kept in %s\n", g_dir);
     } else {
-        nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        tp_rm_tree(g_dir);
     }
     printf("soak: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
