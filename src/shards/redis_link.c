@@ -107,7 +107,6 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     link_set_state(link, LINK_UP);
-    link->backoff = BACKOFF_MIN;
     if (link->ever_up)
         counter_add(&link->reconnects, 1);
     link->ever_up = true;
@@ -135,8 +134,15 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 static void on_setup_reply(struct redis_link *link, int status, redisReply *reply, void *priv)
 {
     const char *what = priv;
-    if (status != LINK_REPLY || reply->type != REDIS_REPLY_ERROR)
+    if (status != LINK_REPLY)
         return;
+    if (reply->type != REDIS_REPLY_ERROR) {
+        /* SELECT goes last: the connection is fully set up, so the next failure starts the
+         * backoff from the bottom (a rejected AUTH must not reconnect at the fastest rate). */
+        if (strcmp(what, "SELECT") == 0)
+            link->backoff = BACKOFF_MIN;
+        return;
+    }
     counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_ERROR, "redis %s failed role=%s error=\"%s\"", what, link->role, reply->str);
     /* Inside a hiredis callback the free is deferred until it returns; that is fine. */
