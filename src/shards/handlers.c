@@ -30,7 +30,7 @@ static struct shard *shard_of(struct redis_link *link)
 }
 
 /* Send the command built in s->resp. -1: not sent (link down, or out of memory building it). */
-static int send(struct shard *s, struct redis_link *link, link_reply_fn *fn, struct pr_request *req)
+static int send_built(struct shard *s, struct redis_link *link, link_reply_fn *fn, struct pr_request *req)
 {
     if (s->resp.failed)
         return -1;
@@ -106,7 +106,7 @@ static void publish_notice(struct shard *s, struct pr_request *req, bool logout)
     resp_arg_str(&s->resp, ROUTE_CHANNEL);
     resp_arg_id(&s->resp, "", (long long)req->user_id, ":", logout ? NULL : req->gateway.data,
                 logout ? 0 : req->gateway.len);
-    if (send(s, &s->queue, on_notice_published, req) < 0) {
+    if (send_built(s, &s->queue, on_notice_published, req) < 0) {
         request_set_result(req, MPIM__CODE__OK, "route-change notice not published: queue redis unavailable");
         shard_answer(s, req);
     }
@@ -141,7 +141,7 @@ static void bind_route(struct shard *s, struct pr_request *req)
     arg_route_key(s, req);
     resp_arg_id(&s->resp, "", c->route_ttl, "", NULL, 0);
     resp_arg(&s->resp, req->gateway.data, req->gateway.len);
-    if (send(s, &s->cache, on_bind_written, req) < 0) {
+    if (send_built(s, &s->cache, on_bind_written, req) < 0) {
         answer_unavailable(s, req, "cache", LINK_NOT_SENT);
         return;
     }
@@ -153,7 +153,7 @@ static void bind_route(struct shard *s, struct pr_request *req)
     arg_status_key(s, req);
     resp_arg_id(&s->resp, "", c->status_ttl, "", NULL, 0);
     resp_arg_str(&s->resp, "online");
-    if (send(s, &s->cache, on_bind_written, req) == 0) {
+    if (send_built(s, &s->cache, on_bind_written, req) == 0) {
         req->pending = 2;
     } else {
         req->failed = true;
@@ -199,7 +199,7 @@ static int get_route(struct shard *s, struct pr_request *req, link_reply_fn *fn)
     resp_start(&s->resp, 2);
     resp_arg_str(&s->resp, "GET");
     arg_route_key(s, req);
-    return send(s, &s->cache, fn, req);
+    return send_built(s, &s->cache, fn, req);
 }
 
 /* --- Deliver: GET route, then PUBLISH user:<uid>, retried only when surely not executed --- */
@@ -279,7 +279,7 @@ static void deliver_publish(struct shard *s, struct pr_request *req)
     resp_arg_str(&s->resp, "PUBLISH");
     resp_arg_id(&s->resp, "user:", (long long)req->user_id, "", NULL, 0);
     resp_arg(&s->resp, req->message.data, req->message.len);
-    if (send(s, &s->queue, on_deliver_published, req) < 0)
+    if (send_built(s, &s->queue, on_deliver_published, req) < 0)
         deliver_retry_or_fail(s, req, "queue redis unavailable");
 }
 
@@ -348,7 +348,7 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
         resp_arg_id(&s->resp, "", s->conf->route_ttl, "", NULL, 0);
         resp_arg_id(&s->resp, "", s->conf->status_ttl, "", NULL, 0);
     }
-    return send(s, &s->cache, on_script_result, req);
+    return send_built(s, &s->cache, on_script_result, req);
 }
 
 static void on_script_result(struct redis_link *link, int status, redisReply *reply, void *priv)
