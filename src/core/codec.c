@@ -76,8 +76,8 @@ const char *codec_check_gateway(const uint8_t *gw, size_t len)
     if (len > GATEWAY_MAX)
         return "gateway_addr longer than 255 bytes";
     for (size_t i = 0; i < len; i++)
-        if (gw[i] < 0x21 || gw[i] > 0x7e)
-            return "gateway_addr must be printable ASCII without spaces";
+        if (gw[i] < 0x20 || gw[i] > 0x7e) /* printable ASCII, space included (contract §3) */
+            return "gateway_addr must be printable ASCII";
     return NULL;
 }
 

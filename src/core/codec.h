@@ -23,7 +23,8 @@ const ProtobufCMessageDescriptor *codec_response_descriptor(int method);
 int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len,
                          size_t max_message_bytes);
 
-/* Validation rules shared with clients: user_id > 0; gateway 1-255 printable ASCII bytes. */
+/* Validation rules shared with clients: user_id > 0; gateway 1-255 printable ASCII bytes
+ * (0x20-0x7e). */
 const char *codec_check_user_id(int64_t user_id);
 const char *codec_check_gateway(const uint8_t *gw, size_t len);
 

@@ -165,7 +165,7 @@ IT(cli, invalid_answer_exits_1_with_message)
     cr_assert_not_null(strstr(r.out, "user_id"), "msg does not name user_id: '%s'", r.out);
     cli_free(&r);
 
-    r = cli("bind", "5", "has space", NULL);
+    r = cli("bind", "5", "has\ttab", NULL);
     expect_exit(&r, 1);
     cr_assert(strncmp(r.out, "INVALID", 7) == 0, "stdout '%s'", r.out);
     cli_free(&r);

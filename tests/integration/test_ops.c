@@ -77,7 +77,7 @@ static void requests_series(char *out, size_t n, const char *method, const char 
  *   QueryRoute 1..5                          3 x OK (hit), 2 x NOT_FOUND (miss)
  *   Deliver 1 (subscribed), Deliver 2 (not)  2 x OK: 1 delivered, 1 no subscriber; 2 hits
  *   QueryRoute user 0                        INVALID
- *   BindRoute 4 "has space"                  INVALID
+ *   BindRoute 4 "has\ttab"                   INVALID
  *   method Frobnicate                        INVALID (method "unknown")
  *   a garbled RpcHeader                      1 protocol error, no answer */
 enum { WORKLOAD_CONNECTIONS = 2 };
@@ -111,7 +111,7 @@ static void known_workload(void)
     Mpim__QueryRouteResp *q = it_query(c, 0);
     cr_assert_eq(q->result->code, MPIM__CODE__INVALID);
     it_free(q);
-    Mpim__BindRouteResp *b = it_bind(c, 4, "has space");
+    Mpim__BindRouteResp *b = it_bind(c, 4, "has\ttab");
     cr_assert_eq(b->result->code, MPIM__CODE__INVALID);
     it_free(b);
     Mpim__QueryRouteReq args = MPIM__QUERY_ROUTE_REQ__INIT;

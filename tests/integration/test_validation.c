@@ -101,13 +101,13 @@ IT(validation, bad_gateways_are_invalid_and_leave_the_route_untouched)
     ProtobufCBinaryData bad[] = {
         it_bytes(""),
         it_bytes(long_gw),
-        it_bytes("gw 1:7000"),
+        it_bytes("gw\x01:7000"),
         {sizeof(with_nul), (uint8_t *)with_nul},
         {sizeof(high_bit), (uint8_t *)high_bit},
         {sizeof(with_del), (uint8_t *)with_del},
         {sizeof(with_tab), (uint8_t *)with_tab},
     };
-    static const char *const names[] = {"empty",     "256 bytes", "a space", "a NUL byte",
+    static const char *const names[] = {"empty",     "256 bytes", "a control byte", "a NUL byte",
                                         "byte 0x80", "byte 0x7f", "a tab"};
     static const int methods[] = {PR_METHOD_BIND, PR_METHOD_UNBIND, PR_METHOD_HEARTBEAT};
 
@@ -146,7 +146,7 @@ IT(validation, gateway_of_255_printable_bytes_is_accepted)
 {
     char gw[256];
     for (int i = 0; i < 255; i++)
-        gw[i] = (char)(0x21 + i % 94); /* every printable non-space ASCII byte */
+        gw[i] = (char)(0x20 + i % 95); /* every printable ASCII byte, space included */
     gw[255] = '\0';
     struct pc_client *c = it_connect();
     Mpim__BindRouteResp *b = it_bind(c, 78, gw);

@@ -314,7 +314,7 @@ Test(codec, invalid_gateway)
     } bad[] = {
         {"", 0, "empty"},
         {long256, 256, "256 bytes"},
-        {"gw 1:9000", 9, "space"},
+        {"gw\x01:9000", 8, "control byte"},
         {nul, sizeof(nul), "NUL byte"},
         {nonascii, sizeof(nonascii), "0x80"},
         {high, sizeof(high), "0xff"},
@@ -341,10 +341,10 @@ Test(codec, gateway_boundaries_accepted)
 {
     char long255[255];
     memset(long255, 'b', sizeof(long255));
-    /* Every printable non-space ASCII byte, colons included. */
-    char all[94];
-    for (int i = 0; i < 94; i++)
-        all[i] = (char)(0x21 + i);
+    /* Every printable ASCII byte, space and colons included. */
+    char all[95];
+    for (int i = 0; i < 95; i++)
+        all[i] = (char)(0x20 + i);
     for (size_t k = 0; k < N_USER_METHODS; k++) {
         int m = user_methods[k];
         if (!has_gateway(m))
@@ -430,7 +430,8 @@ Test(codec, check_helpers)
     cr_assert_not_null(codec_check_user_id(INT64_MIN));
     cr_assert_null(codec_check_gateway((const uint8_t *)"a:1", 3));
     cr_assert_not_null(codec_check_gateway((const uint8_t *)"", 0));
-    cr_assert_not_null(codec_check_gateway((const uint8_t *)"a b", 3));
+    cr_assert_null(codec_check_gateway((const uint8_t *)"a b", 3), "space is printable ASCII");
+    cr_assert_not_null(codec_check_gateway((const uint8_t *)"a\x7f", 2));
     expect_no_leaks();
 }
 
