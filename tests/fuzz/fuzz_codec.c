@@ -140,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (gw) {
                 CHECK(req.gateway.len >= 1 && req.gateway.len <= 255);
                 for (size_t i = 0; i < req.gateway.len; i++)
-                    CHECK(req.gateway.data[i] > 0x20 && req.gateway.data[i] < 0x7f);
+                    CHECK(req.gateway.data[i] >= 0x20 && req.gateway.data[i] < 0x7f); /* printable ASCII */
             }
             if (m == PR_METHOD_DELIVER)
                 CHECK(req.message.len <= max_msg);
