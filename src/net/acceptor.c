@@ -44,6 +44,20 @@ void acceptor_request_free(struct acceptor *acc, struct pr_request *req)
 
 /* --- connections --- */
 
+static uint32_t open_conns(const struct acceptor *acc)
+{
+    return (uint32_t)acc->conf->max_connections - acc->nfree;
+}
+
+/* Requests handed to shards and not yet back (derived: only shutdown asks). */
+static uint64_t inflight_total(const struct acceptor *acc)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < acc->nshards; i++)
+        n += counter_get(&acc->inflight[i]);
+    return n;
+}
+
 static struct conn *conn_by_id(struct acceptor *acc, uint64_t id)
 {
     uint32_t slot = (uint32_t)id;
@@ -71,8 +85,7 @@ void acceptor_add_conn(struct acceptor *acc, int fd)
         return;
     }
     acc->conns[slot] = c;
-    acc->nconns++;
-    counter_set(&acc->counters.open, acc->nconns);
+    counter_set(&acc->counters.open, open_conns(acc));
     counter_add(&acc->counters.accepted, 1);
 }
 
@@ -82,8 +95,7 @@ void acceptor_remove_conn(struct acceptor *acc, struct conn *c)
     acc->conns[slot] = NULL;
     acc->generation[slot]++;
     acc->free_slots[acc->nfree++] = slot;
-    acc->nconns--;
-    counter_set(&acc->counters.open, acc->nconns);
+    counter_set(&acc->counters.open, open_conns(acc));
 }
 
 void acceptor_mark_dirty(struct acceptor *acc, struct conn *c)
@@ -128,7 +140,6 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
         goto answer_here;
     }
     counter_add(&acc->inflight[i], 1);
-    acc->inflight_total++;
     acc->wake[i] = true;
     return;
 
@@ -148,7 +159,6 @@ static void on_answered(struct ev_loop *loop, ev_async *w, int revents)
     struct pr_request *req;
     while ((req = shard_take_answer(&acc->shards[i])) != NULL) {
         counter_set(&acc->inflight[i], counter_get(&acc->inflight[i]) - 1);
-        acc->inflight_total--;
         struct conn *c = conn_by_id(acc, req->conn_id);
         if (c != NULL)
             conn_answer(c, req);
@@ -179,7 +189,7 @@ static void on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
         }
     }
     acc->now_ns = 0; /* the next turn reads the clock afresh */
-    if (acc->draining && acc->nconns == 0 && acc->inflight_total == 0)
+    if (acc->draining && open_conns(acc) == 0 && inflight_total(acc) == 0)
         ev_break(loop, EVBREAK_ALL);
 }
 
@@ -190,7 +200,7 @@ static void on_drain_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct acceptor *acc = w->data;
     log_warn("shutdown deadline passed, exiting unanswered=%llu",
-             (unsigned long long)acc->inflight_total);
+             (unsigned long long)inflight_total(acc));
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -201,7 +211,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     if (acc->draining)
         return;
     log_info("shutdown: stop accepting, answer what is in flight signal=%d inflight=%llu", w->signum,
-             (unsigned long long)acc->inflight_total);
+             (unsigned long long)inflight_total(acc));
     acc->draining = true;
     counter_set(&acc->counters.draining, 1);
     listener_close(&acc->listener, loop);

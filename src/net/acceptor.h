@@ -49,7 +49,6 @@ struct acceptor {
     uint32_t *generation;             /* per slot, bumped on close: stale ids never match */
     uint32_t *free_slots;             /* stack of free slot numbers */
     uint32_t nfree;
-    uint32_t nconns;                  /* open connections */
     struct conn *dirty;               /* connections to flush or resume before sleeping */
 
     const struct metrics_view *view;  /* what Stats reports; set by main before running */
@@ -57,7 +56,6 @@ struct acceptor {
     int nshards;
     ev_async *answered;               /* per shard: its outbox has answers */
     counter_t *inflight;              /* per shard: requests handed over, not yet back (gauge) */
-    uint64_t inflight_total;
     bool *wake;                       /* per shard: got requests this turn, wake before sleeping */
 
     struct pr_request *free_requests; /* recycled request objects */
