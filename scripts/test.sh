@@ -185,10 +185,13 @@ tsan_ring() {
 }
 
 # free_port: print a TCP port on 127.0.0.1 that nothing listens on now.
+# Pick below the kernel's ephemeral range, where no outgoing connection can hold the port.
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 11000)) || EPHEMERAL_LOW=32768
 free_port() {
     local port
     for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
@@ -221,14 +224,21 @@ bench_bin() {
 bench_smoke() {
     local bench rport sport
     bench=$(bench_bin)
-    rport=$(free_port)
     sport=$(free_port)
     mkdir -p "$tmp/bench-redis"
-    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
-        --dir "$tmp/bench-redis" >"$tmp/bench-redis.log" 2>&1 &
-    local redis_pid=$!
+    local redis_pid="" try
+    for try in 1 2 3 4 5; do # a port found free can be taken before redis binds it
+        rport=$(free_port)
+        redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+            --dir "$tmp/bench-redis" >"$tmp/bench-redis.log" 2>&1 &
+        redis_pid=$!
+        wait_listen "$rport" "$redis_pid" && break
+        kill "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+        redis_pid=""
+    done
+    [[ -n $redis_pid ]] || { cat "$tmp/bench-redis.log" >&2; return 1; }
     pids+=("$redis_pid")
-    wait_listen "$rport" "$redis_pid" || { cat "$tmp/bench-redis.log" >&2; return 1; }
     cat >"$tmp/bench.ini" <<EOF
 [presence_service]
 host = 127.0.0.1
