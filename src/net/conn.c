@@ -1,6 +1,7 @@
 /* Client connections. Acceptor thread only. */
 #include "net/conn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "core/frame.h"
 #include "core/log.h"
 #include "core/request.h"
+#include "core/thread_role.h"
 #include "net/acceptor.h"
 
 #define IN_INITIAL 16384
@@ -24,8 +26,36 @@ static int in_reserve(struct conn *c);
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 
+#ifndef NDEBUG
+/* Whether a connection may go from one state to the other (the table in conn.h). */
+static bool state_change_ok(enum conn_state from, enum conn_state to)
+{
+    switch (to) {
+    case CONN_READING: return from == CONN_PAUSED;
+    case CONN_PAUSED: return from == CONN_READING;
+    case CONN_DRAINING: return from == CONN_READING || from == CONN_PAUSED;
+    case CONN_BROKEN: return from != CONN_BROKEN && from != CONN_CLOSED;
+    case CONN_CLOSED: return from != CONN_CLOSED;
+    }
+    return false;
+}
+#endif
+
+/* The one place a connection's state changes (memcached's conn_set_state), so every transition
+ * is checked and greppable, and rio is active exactly while reading. */
+static void conn_set_state(struct conn *c, enum conn_state state)
+{
+    assert(state_change_ok(c->state, state));
+    c->state = state;
+    if (state == CONN_READING)
+        ev_io_start(c->acc->loop, &c->rio);
+    else
+        ev_io_stop(c->acc->loop, &c->rio);
+}
+
 struct conn *conn_create(struct acceptor *acc, int fd, uint64_t id)
 {
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, acc);
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         goto fail;
@@ -40,6 +70,7 @@ struct conn *conn_create(struct acceptor *acc, int fd, uint64_t id)
     c->rio.data = c;
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     c->wio.data = c;
+    c->state = CONN_READING; /* the first state: conn_set_state makes every later change */
     ev_io_start(acc->loop, &c->rio);
     c->last_active = ev_now(acc->loop);
     return c;
@@ -54,10 +85,11 @@ fail:
 
 void conn_close(struct conn *c, const char *why)
 {
-    if (c->fd < 0)
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, c->acc);
+    if (c->state == CONN_CLOSED)
         return;
     log_debug("connection closed conn=%llu reason=\"%s\"", (unsigned long long)c->id, why);
-    ev_io_stop(c->acc->loop, &c->rio);
+    conn_set_state(c, CONN_CLOSED);
     ev_io_stop(c->acc->loop, &c->wio);
     close(c->fd);
     c->fd = -1;
@@ -73,6 +105,7 @@ void conn_close(struct conn *c, const char *why)
 
 bool conn_idle(const struct conn *c)
 {
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, c->acc);
     return window_outstanding(&c->window) == 0 && c->out_off == c->out_len;
 }
 
@@ -101,16 +134,19 @@ static int out_reserve(struct conn *c, size_t n)
 
 void conn_answer(struct conn *c, struct pr_request *req)
 {
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, c->acc);
+    assert(c->state != CONN_CLOSED);
     window_complete(&c->window, req);
     uint64_t now = acceptor_now_ns(c->acc);
     struct pr_request *r;
     while ((r = window_pop(&c->window)) != NULL) {
         if (r->started_ns != 0)
             latency_record(&c->acc->counters.latency[r->method], now - r->started_ns);
-        if (!c->broken && out_reserve(c, codec_response_bound(r)) == 0)
+        if (c->state != CONN_BROKEN && out_reserve(c, codec_response_bound(r)) == 0)
             c->out_len += codec_encode_response(r, c->out + c->out_len);
         else
             conn_break(c);
+        TRACE_HOOK(trace_encoded(c, r));
         acceptor_request_free(c->acc, r);
     }
     acceptor_mark_dirty(c->acc, c);
@@ -135,20 +171,24 @@ static int write_out(struct conn *c)
         return -1;
     }
     c->out_off = c->out_len = 0;
+    TRACE_HOOK(trace_written(c));
     ev_io_stop(c->acc->loop, &c->wio);
     return 0;
 }
 
 void conn_break(struct conn *c)
 {
-    c->broken = true;
-    ev_io_stop(c->acc->loop, &c->rio);
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, c->acc);
+    if (c->state != CONN_BROKEN)
+        conn_set_state(c, CONN_BROKEN);
     acceptor_mark_dirty(c->acc, c);
 }
 
 void conn_flush(struct conn *c)
 {
-    if (c->broken) {
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, c->acc);
+    assert(c->state != CONN_CLOSED);
+    if (c->state == CONN_BROKEN) {
         conn_close(c, "out of memory");
         return;
     }
@@ -164,14 +204,14 @@ void conn_flush(struct conn *c)
         conn_close(c, "output limit");
         return;
     }
-    if (c->paused && !window_full(&c->window)) {
-        c->paused = false;
-        if (!c->draining)
-            ev_io_start(c->acc->loop, &c->rio);
+    /* The window has room again: read again (unless draining) and frame what is buffered. */
+    if ((c->state == CONN_PAUSED || c->state == CONN_DRAINING) && !window_full(&c->window)) {
+        if (c->state == CONN_PAUSED)
+            conn_set_state(c, CONN_READING);
         if (process_input(c) < 0)
             return;
     }
-    if (c->draining && conn_idle(c))
+    if (c->state == CONN_DRAINING && conn_idle(c))
         conn_close(c, "drained");
 }
 
@@ -192,14 +232,18 @@ static void read_remaining(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
-    if (!c->draining && c->fd >= 0)
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, c->acc);
+    /* Broken: closes at this turn's flush anyway (it is on the dirty list already). */
+    if (c->state == CONN_BROKEN || c->state == CONN_CLOSED)
+        return;
+    if (c->state != CONN_DRAINING) {
         read_remaining(c);
-    c->draining = true;
-    ev_io_stop(c->acc->loop, &c->rio);
+        conn_set_state(c, CONN_DRAINING);
+    }
     acceptor_mark_dirty(c->acc, c);
     /* Whole frames already received are in flight too: serve them (the rest after the window
      * drains, from conn_flush). */
-    if (!c->paused)
+    if (!window_full(&c->window))
         process_input(c);
 }
 
@@ -217,7 +261,7 @@ static int process_input(struct conn *c)
 {
     size_t off = 0;
     size_t max_frame = c->acc->conf->max_frame_bytes;
-    while (!window_full(&c->window) && !c->broken) {
+    while (!window_full(&c->window) && c->state != CONN_BROKEN) {
         size_t avail = c->in_len - off;
         if (avail < FRAME_PREFIX || (c->in_need != 0 && avail < c->in_need))
             break;
@@ -242,10 +286,9 @@ static int process_input(struct conn *c)
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
     }
-    if (window_full(&c->window) && !c->paused) {
+    if (window_full(&c->window) && c->state == CONN_READING) {
         /* Backpressure: stop reading until the oldest answers have gone out. */
-        c->paused = true;
-        ev_io_stop(c->acc->loop, &c->rio);
+        conn_set_state(c, CONN_PAUSED);
     }
     return 0;
 }
@@ -273,6 +316,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct conn *c = w->data;
+    assert(c->state == CONN_READING); /* rio is active only then */
     if (in_reserve(c) < 0) {
         conn_close(c, "out of memory");
         return;
@@ -307,6 +351,6 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
         conn_close(c, "write failed");
         return;
     }
-    if (c->draining && conn_idle(c))
+    if (c->state == CONN_DRAINING && conn_idle(c))
         conn_close(c, "drained");
 }

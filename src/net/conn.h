@@ -1,12 +1,6 @@
-/* A client connection. Acceptor thread only.
+/* A client connection. Acceptor thread only (debug builds assert it: core/thread_role.h).
  *
- * States, all changed in conn.c:
- *   reading  - rio active: bytes are read, framed and dispatched;
- *   paused   - rio stopped because the reorder window is full; resumes when it drains;
- *   draining - server shutdown: no more reads; closes once every answer is written;
- *   broken   - out of memory mid-request: closed at the next flush (conn_break);
- *   closed   - fd closed and the struct freed (conn_close); answers still in the shards
- *              find no connection by id and are dropped. */
+ * States (enum conn_state), each changed only by conn_set_state in conn.c. */
 #ifndef PR_NET_CONN_H
 #define PR_NET_CONN_H
 
@@ -21,16 +15,28 @@
 struct acceptor;
 struct pr_request;
 
+/* Allowed changes: reading <-> paused; reading/paused -> draining; reading/paused/draining ->
+ * broken; any but closed -> closed. rio is active exactly in CONN_READING. */
+enum conn_state {
+    CONN_READING,  /* rio active: bytes are read, framed and dispatched */
+    CONN_PAUSED,   /* rio stopped because the reorder window is full; reads again once it drains */
+    CONN_DRAINING, /* server shutdown or client half-close: no more reads; frames already received
+                    * are served as the window allows; closes once every answer is written */
+    CONN_BROKEN,   /* out of memory mid-request: answers can no longer be whole and in order;
+                    * closed at this loop turn's flush (conn_break) */
+    CONN_CLOSED,   /* fd closed (conn_close); the struct lives on only while on the acceptor's
+                    * dirty list, which frees it. Answers still in the shards find no
+                    * connection by id and are dropped. */
+};
+
 struct conn {
     struct acceptor *acc;  /* owner */
     uint64_t id;           /* slot | generation << 32: what the shards know it by */
     int fd;
     ev_io rio;             /* readable */
     ev_io wio;             /* writable, only while output is pending */
-    bool paused;           /* window full: not reading */
-    bool draining;         /* shutdown: no more reads */
-    bool broken;           /* out of memory: answers can no longer be whole and in order; close */
-    bool dirty;            /* on the acceptor's list to flush/resume this loop turn */
+    enum conn_state state; /* see the enum; changed only by conn_set_state */
+    bool dirty;            /* on the acceptor's list to flush/resume this loop turn (not a state) */
     struct conn *next_dirty;
     ev_tstamp last_active; /* when the client last sent bytes (idle_timeout) */
 
