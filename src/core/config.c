@@ -43,6 +43,7 @@ static const struct key_spec keys[] = {
     INT("presence_service", "queue_depth", queue_depth, 1, 1 << 24),
     SIZE("presence_service", "max_output_bytes", max_output_bytes, 1024, 1LL << 32),
     INT("presence_service", "idle_timeout", idle_timeout, 0, 86400 * 365),
+    INT("presence_service", "batch_sched_above", batch_sched_above, 0, 1 << 20),
     {"presence_service", "log_level", KEY_LOG_LEVEL, OFF(log_level), 0, 0, 0},
     STR("presence_service", "log_file", log_file),
     STR("metrics", "host", metrics_host),
@@ -66,6 +67,7 @@ void config_defaults(struct presence_conf *c)
     c->max_message_bytes = 256u << 10;
     c->max_inflight = 1024;
     c->queue_depth = 65536;
+    c->batch_sched_above = 16;
     c->max_output_bytes = 64u << 20;
     c->log_level = LOG_INFO;
     strcpy(c->metrics_host, "127.0.0.1");

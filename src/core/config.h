@@ -27,6 +27,7 @@ struct presence_conf {
     int queue_depth;             /* requests a shard may hold; more get OVERLOADED */
     size_t max_output_bytes;     /* unsent response bytes per connection before it is closed */
     int idle_timeout;            /* seconds without a request before a quiet connection is closed; 0 = never */
+    int batch_sched_above;       /* shards use SCHED_BATCH from this many requests per wake-up; 0 = always */
     int log_level;               /* enum log_level */
     char log_file[256];          /* append logs here instead of stderr; reopened on SIGHUP */
     /* [metrics] */

@@ -8,6 +8,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/thread_role.h"
 #include "shards/handlers.h"
 #include "presence.pb-c.h"
 
@@ -15,16 +16,51 @@
 
 void shard_answer(struct shard *s, struct pr_request *req)
 {
+    ASSERT_THREAD_OF(ROLE_SHARD, s);
     if (req->method == PR_METHOD_DELIVER)
         req->timestamp = clock_now_ms();
     if (req->method < PR_METHOD_COUNT && req->code < PR_CODE_COUNT)
         counter_add(&s->counters.requests[req->method][req->code], 1);
     /* Cannot fail: the acceptor keeps at most queue_depth requests per shard outstanding, and
      * the outbox holds that many. */
+    TRACE_HOOK(trace_answered(req));
     bool ok = ring_push(&s->outbox, req);
     assert(ok);
     (void)ok;
     s->answers_pending = true;
+}
+
+/* The scheduling policy follows the load (batch_sched_above). A wake-up preempts the thread
+ * running on its core under the normal policy; SCHED_BATCH drops that preemption. Saturated (many
+ * requests found per wake-up), preemption only cuts the acceptor's batches short: with 4-8 shards
+ * on 2 cores SCHED_BATCH gives +10-30 % throughput. Lightly loaded (a few requests per wake-up),
+ * a SCHED_BATCH shard waits for whatever runs to finish its slice (up to a 4 ms tick): at 40k
+ * req/s on 2 busy cores the Redis round trip's p99, the shard's wake-up on the reply included, was
+ * 4.0-4.1 ms against 2.2-2.6 ms under the normal policy (bench/RESULTS.md, hop breakdown).
+ * Checked every SCHED_CHECK_WAKES wake-ups; back to normal below 3/4 of the threshold. */
+#define SCHED_CHECK_WAKES 64
+
+static void sched_set(struct shard *s, bool batch)
+{
+    struct sched_param sp = {0};
+    /* Unprivileged either way; if refused, the policy stays as it was. */
+    if (pthread_setschedparam(pthread_self(), batch ? SCHED_BATCH : SCHED_OTHER, &sp) == 0) {
+        s->sched_batch = batch;
+        log_debug("scheduling policy %s", batch ? "SCHED_BATCH" : "normal");
+    }
+}
+
+static void sched_adapt(struct shard *s)
+{
+    uint64_t above = (uint64_t)s->conf->batch_sched_above;
+    if (above == 0 || ++s->sched_wakes < SCHED_CHECK_WAKES)
+        return;
+    uint64_t popped = s->sched_popped; /* requests per wake-up = popped / SCHED_CHECK_WAKES */
+    s->sched_wakes = s->sched_popped = 0;
+    if (!s->sched_batch && popped >= above * SCHED_CHECK_WAKES)
+        sched_set(s, true);
+    else if (s->sched_batch && popped * 4 < above * 3 * SCHED_CHECK_WAKES)
+        sched_set(s, false);
 }
 
 /* Drain the whole inbox each wake-up; commands issued here leave in one write per link. */
@@ -34,8 +70,13 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     struct shard *s = w->data;
     struct pr_request *req;
-    while ((req = ring_pop(&s->inbox)) != NULL)
+    TRACE_HOOK(trace_woken(s->id));
+    while ((req = ring_pop(&s->inbox)) != NULL) {
+        TRACE_HOOK(trace_popped(req));
+        s->sched_popped++;
         handlers_dispatch(s, req);
+    }
+    sched_adapt(s);
 }
 
 /* Before the loop sleeps: one wake-up for the acceptor per turn, not one per answer. */
@@ -46,6 +87,7 @@ static void on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
     struct shard *s = w->data;
     if (s->answers_pending) {
         s->answers_pending = false;
+        TRACE_HOOK(trace_notify_sent(s->id));
         ev_async_send(s->acceptor_loop, s->answered);
     }
 }
@@ -65,16 +107,13 @@ static void on_stop(struct ev_loop *loop, ev_async *w, int revents)
 static void *shard_main(void *arg)
 {
     struct shard *s = arg;
+    thread_role_set(ROLE_SHARD, s);
     char name[24];
     snprintf(name, sizeof(name), "shard-%d", s->id);
     log_set_thread(name);
-    /* A shard is woken by the acceptor many times a millisecond. Under the normal policy each
-     * wake-up may preempt the waker (CFS wake-up preemption), which cuts both threads' batches
-     * short whenever there are more threads than cores. SCHED_BATCH keeps fair time slices but
-     * drops that preemption: with 4-8 shards on 2 cores, +10-30 % throughput and a lower p99
-     * (bench/RESULTS.md). Unprivileged; if refused, the normal policy stays. */
-    struct sched_param sp = {0};
-    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    /* batch_sched_above = 0: always SCHED_BATCH; otherwise start normal, adapt (sched_adapt). */
+    if (s->conf->batch_sched_above == 0)
+        sched_set(s, true);
     link_start(&s->cache);
     link_start(&s->queue);
     ev_run(s->loop, 0);
@@ -147,4 +186,48 @@ void shard_destroy(struct shard *s)
 void shard_wake(struct shard *s)
 {
     ev_async_send(s->loop, &s->wake);
+}
+
+/* --- any thread: stats --- */
+
+void shard_stats_read(const struct shard *s, struct shard_stats *out)
+{
+    for (int m = 0; m < PR_METHOD_COUNT; m++)
+        for (int code = 0; code < PR_CODE_COUNT; code++)
+            out->requests[m][code] = counter_get(&s->counters.requests[m][code]);
+    out->route_hits = counter_get(&s->counters.route_hits);
+    out->route_misses = counter_get(&s->counters.route_misses);
+    out->delivered = counter_get(&s->counters.delivered);
+    out->undelivered = counter_get(&s->counters.undelivered);
+    out->deliver_retries = counter_get(&s->counters.deliver_retries);
+    const struct redis_link *links[SHARD_LINKS] = {[SHARD_LINK_CACHE] = &s->cache, [SHARD_LINK_QUEUE] = &s->queue};
+    for (int r = 0; r < SHARD_LINKS; r++) {
+        out->link[r].up = counter_get(&links[r]->up);
+        out->link[r].errors = counter_get(&links[r]->errors);
+        out->link[r].reconnects = counter_get(&links[r]->reconnects);
+    }
+    out->inbox_depth = ring_depth(&s->inbox);
+}
+
+void shard_stats_sum(const struct shard *shards, int n, struct shard_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < n; i++) {
+        struct shard_stats one;
+        shard_stats_read(&shards[i], &one);
+        for (int m = 0; m < PR_METHOD_COUNT; m++)
+            for (int code = 0; code < PR_CODE_COUNT; code++)
+                out->requests[m][code] += one.requests[m][code];
+        out->route_hits += one.route_hits;
+        out->route_misses += one.route_misses;
+        out->delivered += one.delivered;
+        out->undelivered += one.undelivered;
+        out->deliver_retries += one.deliver_retries;
+        for (int r = 0; r < SHARD_LINKS; r++) {
+            out->link[r].up += one.link[r].up;
+            out->link[r].errors += one.link[r].errors;
+            out->link[r].reconnects += one.link[r].reconnects;
+        }
+        out->inbox_depth += one.inbox_depth;
+    }
 }

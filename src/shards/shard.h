@@ -3,8 +3,8 @@
  *
  * Threads: shard_init/shard_start/shard_stop/shard_destroy run on the main thread;
  * shard_submit/shard_wake/shard_take_answer on the acceptor thread; everything in shard.c's
- * static functions and in handlers.c on the shard's own thread. The two rings are the only
- * memory both sides touch. */
+ * static functions and in handlers.c on the shard's own thread; shard_stats_read/shard_stats_sum
+ * on any thread. The two rings are the only memory both sides touch. */
 #ifndef PR_SHARDS_SHARD_H
 #define PR_SHARDS_SHARD_H
 
@@ -21,7 +21,7 @@
 #include "shards/redis_link.h"
 #include "shards/resp.h"
 
-/* Written only by the shard thread; read by metrics and Stats from any thread. */
+/* Written only by the shard thread; other threads read them through shard_stats_read. */
 struct shard_counters {
     counter_t requests[PR_METHOD_COUNT][PR_CODE_COUNT]; /* answered, by method and Mpim__Code */
     counter_t route_hits;        /* QueryRoute/Deliver lookups that found a route */
@@ -55,6 +55,8 @@ struct shard {
     struct ev_loop *loop;
     ev_prepare before_sleep;             /* sends one wake-up per loop turn, if answers went out */
     bool answers_pending;                /* outbox got answers since the last wake-up */
+    bool sched_batch;                    /* running under SCHED_BATCH now (shard.c sched_adapt) */
+    uint32_t sched_wakes, sched_popped;  /* wake-ups and requests since the last policy check */
     struct redis_link cache;             /* routes and statuses */
     struct redis_link queue;             /* Pub/Sub */
     struct resp resp;                    /* the Redis command being built */
@@ -86,5 +88,29 @@ static inline struct pr_request *shard_take_answer(struct shard *s)
 
 /* Shard thread: the request is answered; give it back to the acceptor. */
 void shard_answer(struct shard *s, struct pr_request *req);
+
+/* What metrics and Stats may know of a shard, as plain values: they read it only through
+ * shard_stats_read/shard_stats_sum (memcached's threadlocal_stats_aggregate), never the
+ * struct's layout. Each value is recent; together they are not one instant's. */
+enum { SHARD_LINK_CACHE, SHARD_LINK_QUEUE, SHARD_LINKS };
+
+struct shard_stats {
+    uint64_t requests[PR_METHOD_COUNT][PR_CODE_COUNT]; /* answered, by method and Mpim__Code */
+    uint64_t route_hits;      /* QueryRoute/Deliver lookups that found a route */
+    uint64_t route_misses;    /* ... that found none */
+    uint64_t delivered;       /* Deliver publishes that reached a subscriber */
+    uint64_t undelivered;     /* Deliver publishes with no subscriber */
+    uint64_t deliver_retries; /* publish attempts after the first */
+    struct {
+        uint64_t up;          /* connections up (1 or 0 for one shard) */
+        uint64_t errors;      /* timeouts, lost connections, failed connects, setup errors */
+        uint64_t reconnects;  /* connections re-established after a failure */
+    } link[SHARD_LINKS];      /* by SHARD_LINK_CACHE / SHARD_LINK_QUEUE */
+    uint64_t inbox_depth;     /* requests waiting in the inbox ring */
+};
+
+/* Any thread. shard_stats_read copies one shard's stats; shard_stats_sum adds up n shards'. */
+void shard_stats_read(const struct shard *s, struct shard_stats *out);
+void shard_stats_sum(const struct shard *shards, int n, struct shard_stats *out);
 
 #endif

@@ -81,6 +81,7 @@ static void assert_conf_eq(const struct presence_conf *a, const struct presence_
     cr_assert_eq(a->queue_depth, b->queue_depth);
     cr_assert_eq(a->max_output_bytes, b->max_output_bytes);
     cr_assert_eq(a->idle_timeout, b->idle_timeout);
+    cr_assert_eq(a->batch_sched_above, b->batch_sched_above);
     cr_assert_eq(a->log_level, b->log_level);
     cr_assert_str_eq(a->log_file, b->log_file);
     cr_assert_str_eq(a->metrics_host, b->metrics_host);
@@ -125,6 +126,7 @@ Test(config, defaults)
     cr_assert_eq(c.max_message_bytes, 256u << 10);
     cr_assert_eq(c.log_level, LOG_INFO);
     cr_assert_eq(c.idle_timeout, 0);
+    cr_assert_eq(c.batch_sched_above, 16);
     cr_assert_str_eq(c.log_file, "");
     cr_assert_str_eq(c.metrics_host, "127.0.0.1");
     cr_assert_eq(c.metrics_port, 9121);
@@ -174,6 +176,7 @@ Test(config, values_are_applied)
                        "max_connections = 20\n"
                        "log_level = debug\n"
                        "idle_timeout = 120\n"
+                       "batch_sched_above = 0\n"
                        "log_file = /tmp/x.log\n"
                        "[metrics]\n"
                        "host = 0.0.0.0\n"
@@ -202,6 +205,7 @@ Test(config, values_are_applied)
     cr_assert_eq(c.max_connections, 20);
     cr_assert_eq(c.log_level, LOG_DEBUG);
     cr_assert_eq(c.idle_timeout, 120);
+    cr_assert_eq(c.batch_sched_above, 0, "0: shards always under SCHED_BATCH");
     cr_assert_str_eq(c.log_file, "/tmp/x.log");
     cr_assert_str_eq(c.metrics_host, "0.0.0.0");
     cr_assert_eq(c.metrics_port, 0, "0 disables the metrics listener");
@@ -245,6 +249,7 @@ Test(config, invalid_value_reports_file_line_key)
         {"[presence_service]\nmax_message_bytes = 1kb\n", 2, "presence_service", "max_message_bytes"},
         {"[presence_service]\nlog_level = verbose\n", 2, "presence_service", "log_level"},
         {"[presence_service]\nidle_timeout = -1\n", 2, "presence_service", "idle_timeout"},
+        {"[presence_service]\nbatch_sched_above = -1\n", 2, "presence_service", "batch_sched_above"},
         {"[metrics]\nport = 65536\n", 2, "metrics", "port"},
         {"[route]\n; comment\nroute_ttl = 0\n", 3, "route", "route_ttl"},
         {"[route]\nmax_retries = 101\n", 2, "route", "max_retries"},
@@ -464,6 +469,7 @@ Test(config, print_round_trip)
     a.queue_depth = 4321;
     a.max_output_bytes = 5u << 20;
     a.idle_timeout = 300;
+    a.batch_sched_above = 5;
     a.log_level = LOG_DEBUG;
     strcpy(a.log_file, "/var/log/im-presence.log");
     strcpy(a.metrics_host, "0.0.0.0");
