@@ -93,7 +93,7 @@ void report_text(FILE *out, const struct run_info *info, const struct worker_sta
     fprintf(out, "requests: %llu answered, %llu OK", s.responses, s.codes[0]);
     for (int c = 1; c < CODE_SLOTS; c++)
         if (s.codes[c] > 0)
-            fprintf(out, ", %llu %s", s.codes[c], code_name(c));
+            fprintf(out, ", %llu %s", s.codes[c], request_code_name(c));
     fprintf(out, "\n");
     fprintf(out, "transport errors: %llu (%llu lost with a connection or undecodable, %llu unanswered at the end",
             s.failed, (unsigned long long)st->transport_errors, (unsigned long long)st->unanswered);
@@ -164,7 +164,7 @@ void report_json(FILE *out, const struct run_info *info, const struct worker_sta
                 info->preload_failed, info->preload_s);
     fprintf(out, ",\"responses\":%llu,\"ok\":%llu,\"codes\":{", s.responses, s.codes[0]);
     for (int c = 0; c < CODE_SLOTS; c++)
-        fprintf(out, "%s\"%s\":%llu", c > 0 ? "," : "", code_name(c), s.codes[c]);
+        fprintf(out, "%s\"%s\":%llu", c > 0 ? "," : "", request_code_name(c), s.codes[c]);
     fprintf(out, "},\"transport_errors\":%llu,\"lost\":%llu,\"unanswered\":%llu,\"connect_failures\":%llu",
             s.failed, (unsigned long long)st->transport_errors, (unsigned long long)st->unanswered,
             (unsigned long long)st->connect_failures);
@@ -188,7 +188,7 @@ void report_json(FILE *out, const struct run_info *info, const struct worker_sta
             continue;
         fprintf(out, "%s\"%s\":{\"responses\":%llu,\"codes\":{", first ? "" : ",", method_short_name(m), n);
         for (int c = 0; c < CODE_SLOTS; c++)
-            fprintf(out, "%s\"%s\":%llu", c > 0 ? "," : "", code_name(c), (unsigned long long)st->codes[m][c]);
+            fprintf(out, "%s\"%s\":%llu", c > 0 ? "," : "", request_code_name(c), (unsigned long long)st->codes[m][c]);
         fprintf(out, "},\"latency\":");
         json_latency(out, &st->hist[m]);
         fputc('}', out);

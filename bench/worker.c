@@ -279,7 +279,7 @@ static void complete(struct wstate *ws, const struct inflight *e, const uint8_t 
     }
     if (code != 0 && code != 2 /* NOT_FOUND is an ordinary answer */ && want_msg)
         snprintf(st->first_error, sizeof(st->first_error), "%s: %s: %s", method_short_name(e->method),
-                 code_name(code), msg);
+                 request_code_name(code), msg);
     if (!e->measured)
         return;
     st->codes[e->method][code]++;

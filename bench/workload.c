@@ -286,22 +286,6 @@ size_t encoder_write(struct encoder *e, int method, int64_t uid, uint8_t *out)
 
 /* --- responses ------------------------------------------------------------------------ */
 
-static const char *const code_names[CODE_SLOTS] = {"OK",          "INVALID",    "NOT_FOUND", "INTERNAL",
-                                                   "UNAVAILABLE", "OVERLOADED", "UNKNOWN"};
-
-const char *code_name(int slot)
-{
-    return slot >= 0 && slot < CODE_SLOTS ? code_names[slot] : "UNKNOWN";
-}
-
-static const ProtobufCMessageDescriptor *const resp_desc[BENCH_METHODS] = {
-    [PR_METHOD_BIND] = &mpim__bind_route_resp__descriptor,
-    [PR_METHOD_QUERY] = &mpim__query_route_resp__descriptor,
-    [PR_METHOD_DELIVER] = &mpim__deliver_resp__descriptor,
-    [PR_METHOD_UNBIND] = &mpim__unbind_route_resp__descriptor,
-    [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_resp__descriptor,
-};
-
 /* Whether a decoded response agrees with the request it answers (code already known). */
 static int consistent(int method, int64_t uid, const ProtobufCMessage *msg, int code)
 {
@@ -341,7 +325,7 @@ int response_check(int method, int64_t uid, const uint8_t *body, size_t len, int
     pb_arena_init(&arena, arena_buf, sizeof(arena_buf));
     if (method < 0 || method >= BENCH_METHODS)
         return -1;
-    ProtobufCMessage *m = protobuf_c_message_unpack(resp_desc[method], &arena.allocator, len, body);
+    ProtobufCMessage *m = protobuf_c_message_unpack(codec_response_descriptor(method), &arena.allocator, len, body);
     if (m == NULL)
         return -1;
     /* Every response message starts with `Result result = 1` (contract §1). */

@@ -92,7 +92,7 @@ size_t encoder_write(struct encoder *e, int method, int64_t uid, uint8_t *out);
 
 /* --- responses -------------------------------------------------------------------------- */
 
-#define CODE_SLOTS 7 /* Mpim__Code 0..5, and one slot for a code outside the enum */
+#define CODE_SLOTS (PR_CODE_COUNT + 1) /* Mpim__Code 0..5, and one slot for a code outside the enum */
 
 /* Decode a response body as method's response type and check it answers (method, uid):
  * sets *code (0..CODE_SLOTS-1) and returns 0, or returns -1 when the body does not decode or
@@ -100,7 +100,5 @@ size_t encoder_write(struct encoder *e, int method, int64_t uid, uint8_t *out);
  * copied to msg (msglen bytes, NUL-terminated). No allocation for ordinary responses. */
 int response_check(int method, int64_t uid, const uint8_t *body, size_t len, int *code, char *msg,
                    size_t msglen);
-/* "OK", "INVALID", ... ; "UNKNOWN" for the extra slot. */
-const char *code_name(int slot);
 
 #endif

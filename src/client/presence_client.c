@@ -535,13 +535,5 @@ const ProtobufCMessageDescriptor *pc_response_descriptor(int method)
 
 const char *pc_code_name(int code)
 {
-    static const char *const names[] = {
-        [MPIM__CODE__OK] = "OK",
-        [MPIM__CODE__INVALID] = "INVALID",
-        [MPIM__CODE__NOT_FOUND] = "NOT_FOUND",
-        [MPIM__CODE__INTERNAL] = "INTERNAL",
-        [MPIM__CODE__UNAVAILABLE] = "UNAVAILABLE",
-        [MPIM__CODE__OVERLOADED] = "OVERLOADED",
-    };
-    return code >= 0 && code < (int)(sizeof(names) / sizeof(names[0])) ? names[code] : "UNKNOWN";
+    return request_code_name(code);
 }

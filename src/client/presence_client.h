@@ -52,7 +52,7 @@ int pc_heartbeat(struct pc_client *c, int64_t uid, const char *gw, Mpim__Heartbe
 
 /* The descriptor of method's response message. */
 const ProtobufCMessageDescriptor *pc_response_descriptor(int method);
-/* The name of a Mpim__Code ("OK", "INVALID", ...). */
+/* The name of a Mpim__Code ("OK", "INVALID", ...; "UNKNOWN" otherwise): request_code_name. */
 const char *pc_code_name(int code);
 
 #endif

@@ -14,3 +14,10 @@ void latency_record(struct latency_hist *h, uint64_t ns)
     counter_add(&h->buckets[i], 1);
     counter_add(&h->sum_ns, ns);
 }
+
+void latency_read(const struct latency_hist *h, struct latency_snapshot *out)
+{
+    for (int i = 0; i <= LATENCY_BUCKETS; i++)
+        out->buckets[i] = counter_get(&h->buckets[i]);
+    out->sum_ns = counter_get(&h->sum_ns);
+}

@@ -16,7 +16,16 @@ struct latency_hist {
     counter_t sum_ns;                       /* total observed, nanoseconds */
 };
 
+/* A copy of a histogram's counts, for readers on other threads. */
+struct latency_snapshot {
+    uint64_t buckets[LATENCY_BUCKETS + 1]; /* per bucket, not cumulative, as in latency_hist */
+    uint64_t sum_ns;
+};
+
 /* Writer thread only. */
 void latency_record(struct latency_hist *h, uint64_t ns);
+
+/* Any thread: copy h's counts into out. Each count is recent; they are not one instant's set. */
+void latency_read(const struct latency_hist *h, struct latency_snapshot *out);
 
 #endif

@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "presence.pb-c.h"
+
+_Static_assert(MPIM__CODE__OVERLOADED + 1 == PR_CODE_COUNT, "PR_CODE_COUNT must cover Mpim__Code");
+
 void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
 {
     req->code = (uint8_t)code;
@@ -41,4 +45,17 @@ const char *request_method_name(int method)
         [PR_METHOD_STATS] = "Stats",
     };
     return method >= 0 && method < PR_METHOD_COUNT ? names[method] : "?";
+}
+
+const char *request_code_name(int code)
+{
+    static const char *const names[PR_CODE_COUNT] = {
+        [MPIM__CODE__OK] = "OK",
+        [MPIM__CODE__INVALID] = "INVALID",
+        [MPIM__CODE__NOT_FOUND] = "NOT_FOUND",
+        [MPIM__CODE__INTERNAL] = "INTERNAL",
+        [MPIM__CODE__UNAVAILABLE] = "UNAVAILABLE",
+        [MPIM__CODE__OVERLOADED] = "OVERLOADED",
+    };
+    return code >= 0 && code < PR_CODE_COUNT ? names[code] : "UNKNOWN";
 }

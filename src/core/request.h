@@ -15,6 +15,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "core/pb_arena.h"
+#include "core/trace.h"
 
 enum pr_method {
     PR_METHOD_BIND,
@@ -65,6 +66,7 @@ struct pr_request {
     bool failed;                 /* one of several pipelined commands failed */
     double retry_at;             /* Deliver: when the next publish attempt is due (ev_now) */
     struct pr_request *next;     /* intrusive list link: acceptor free list, shard retry queue */
+    TRACE_FIELDS                 /* PRESENCE_TRACE builds: per-hop stamps (core/trace.h) */
 
     uint8_t arena_buf[PR_ARENA_BYTES]; /* storage behind `arena` */
 };
@@ -77,5 +79,8 @@ void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
 void request_reset(struct pr_request *req);
 
 const char *request_method_name(int method);
+/* The name of a Mpim__Code as the proto spells it ("OK", "INVALID", ...); "UNKNOWN" for any
+ * other value. The one table: metrics labels, the CLI, the client library and the bench use it. */
+const char *request_code_name(int code);
 
 #endif

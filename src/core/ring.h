@@ -2,7 +2,8 @@
  * exactly two threads: push only from the producer, pop only from the consumer.
  *
  * A pointer pushed successfully belongs to the consumer; a failed push leaves it with the
- * producer, who must answer or retry (style.md, "Rings").
+ * producer, who must answer or retry (nng's rule for messages: on success the callee owns it,
+ * on error the caller keeps it).
  *
  * ck_ring publishes with its own fences written in inline assembly, which ThreadSanitizer cannot
  * see; under TSan we state the same release/acquire edge explicitly so that the hand-off of the
@@ -54,6 +55,12 @@ static inline bool ring_push(struct pr_ring *r, void *p)
 #else
     return ck_ring_enqueue_spsc(&r->ring, r->slots, p);
 #endif
+}
+
+/* Any thread: pointers waiting now. A gauge for metrics, stale as soon as it is read. */
+static inline unsigned int ring_depth(const struct pr_ring *r)
+{
+    return ck_ring_size(&r->ring);
 }
 
 /* Consumer only. NULL when empty. */

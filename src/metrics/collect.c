@@ -12,42 +12,45 @@
 #include "presence.pb-c.h"
 #include "shards/shard.h"
 
-static const char *const code_names[PR_CODE_COUNT] = {"OK", "INVALID", "NOT_FOUND", "INTERNAL",
-                                                     "UNAVAILABLE", "OVERLOADED"};
+/* One collection's input: each module's stats copied once through its reader. */
+struct snapshot {
+    const struct metrics_view *v;
+    struct acceptor_stats acc;
+    struct shard_stats shards; /* summed over all shards */
+};
 
-static void requests(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+static void requests(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
 {
     static const char fam[] = "impresence_requests_total";
     static const char help[] = "Requests answered, by method and result code.";
     char labels[96];
     for (int m = 0; m <= PR_METHOD_COUNT; m++) {
         for (int code = 0; code < PR_CODE_COUNT; code++) {
-            uint64_t n = counter_get(&v->acc->counters.answered_here[m][code]);
+            uint64_t n = sn->acc.answered_here[m][code];
             if (m < PR_METHOD_COUNT)
-                for (int s = 0; s < v->nshards; s++)
-                    n += counter_get(&v->shards[s].counters.requests[m][code]);
+                n += sn->shards.requests[m][code];
             /* Zero series are left out, except each method's OK, so that rates start at 0. */
             if (n == 0 && (code != MPIM__CODE__OK || m == PR_METHOD_COUNT))
                 continue;
             snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"",
-                     m < PR_METHOD_COUNT ? request_method_name(m) : "unknown", code_names[code]);
+                     m < PR_METHOD_COUNT ? request_method_name(m) : "unknown", request_code_name(code));
             emit(ctx, fam, "counter", help, fam, labels, (double)n);
         }
     }
 }
 
-static void latency(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+static void latency(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
 {
 #define LATENCY_FAMILY "impresence_request_duration_seconds"
     static const char fam[] = LATENCY_FAMILY;
     static const char help[] = "Server-side latency, from frame read to response queued for writing.";
     char labels[96];
     for (int m = 0; m < PR_METHOD_COUNT; m++) {
-        const struct latency_hist *h = &v->acc->counters.latency[m];
+        const struct latency_snapshot *h = &sn->acc.latency[m];
         const char *method = request_method_name(m);
         uint64_t cumulative = 0;
         for (int b = 0; b <= LATENCY_BUCKETS; b++) {
-            cumulative += counter_get(&h->buckets[b]);
+            cumulative += h->buckets[b];
             if (b < LATENCY_BUCKETS)
                 snprintf(labels, sizeof(labels), "method=\"%s\",le=\"%g\"", method, latency_bounds[b]);
             else
@@ -55,21 +58,10 @@ static void latency(const struct metrics_view *v, metrics_emit_fn *emit, void *c
             emit(ctx, fam, "histogram", help, LATENCY_FAMILY "_bucket", labels, (double)cumulative);
         }
         snprintf(labels, sizeof(labels), "method=\"%s\"", method);
-        emit(ctx, fam, "histogram", help, LATENCY_FAMILY "_sum", labels, (double)counter_get(&h->sum_ns) / 1e9);
+        emit(ctx, fam, "histogram", help, LATENCY_FAMILY "_sum", labels, (double)h->sum_ns / 1e9);
         emit(ctx, fam, "histogram", help, LATENCY_FAMILY "_count", labels, (double)cumulative);
     }
 }
-
-/* Sum of one shard counter (at byte offset `off` in struct shard) over all shards. */
-static uint64_t shard_sum(const struct metrics_view *v, size_t off)
-{
-    uint64_t sum = 0;
-    for (int s = 0; s < v->nshards; s++)
-        sum += counter_get((const counter_t *)((const char *)&v->shards[s] + off));
-    return sum;
-}
-
-#define SHARD_SUM(v, field) shard_sum(v, offsetof(struct shard, field))
 
 static void one(metrics_emit_fn *emit, void *ctx, const char *fam, const char *type, const char *help,
                 const char *labels, double value)
@@ -77,48 +69,45 @@ static void one(metrics_emit_fn *emit, void *ctx, const char *fam, const char *t
     emit(ctx, fam, type, help, fam, labels, value);
 }
 
-static void routing(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+static void routing(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
 {
+    const struct shard_stats *st = &sn->shards;
     static const char lk[] = "impresence_route_lookups_total";
     static const char lkh[] = "QueryRoute/Deliver route lookups: hit = the user had a route.";
-    one(emit, ctx, lk, "counter", lkh, "result=\"hit\"", (double)SHARD_SUM(v, counters.route_hits));
-    one(emit, ctx, lk, "counter", lkh, "result=\"miss\"", (double)SHARD_SUM(v, counters.route_misses));
+    one(emit, ctx, lk, "counter", lkh, "result=\"hit\"", (double)st->route_hits);
+    one(emit, ctx, lk, "counter", lkh, "result=\"miss\"", (double)st->route_misses);
     static const char dl[] = "impresence_deliveries_total";
     static const char dlh[] = "Deliver publishes: delivered = a subscriber received it.";
-    one(emit, ctx, dl, "counter", dlh, "result=\"delivered\"", (double)SHARD_SUM(v, counters.delivered));
-    one(emit, ctx, dl, "counter", dlh, "result=\"no_subscriber\"", (double)SHARD_SUM(v, counters.undelivered));
+    one(emit, ctx, dl, "counter", dlh, "result=\"delivered\"", (double)st->delivered);
+    one(emit, ctx, dl, "counter", dlh, "result=\"no_subscriber\"", (double)st->undelivered);
     one(emit, ctx, "impresence_deliver_retries_total", "counter",
         "Deliver publish attempts after the first (Redis certainly had not executed it).", "",
-        (double)SHARD_SUM(v, counters.deliver_retries));
+        (double)st->deliver_retries);
 }
 
-static void redis(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+static void redis(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
 {
-    static const char *const labels[2] = {"role=\"cache\"", "role=\"queue\""};
-    uint64_t errors[2] = {0, 0}, reconnects[2] = {0, 0}, up[2] = {0, 0};
-    for (int s = 0; s < v->nshards; s++) {
-        for (int r = 0; r < 2; r++) {
-            const struct redis_link *l = r == 0 ? &v->shards[s].cache : &v->shards[s].queue;
-            errors[r] += counter_get(&l->errors);
-            reconnects[r] += counter_get(&l->reconnects);
-            up[r] += counter_get(&l->up);
-        }
-    }
+    static const char *const labels[SHARD_LINKS] = {[SHARD_LINK_CACHE] = "role=\"cache\"",
+                                                    [SHARD_LINK_QUEUE] = "role=\"queue\""};
+    const struct shard_stats *st = &sn->shards;
+    const struct redis_gauges *g = sn->v->redis;
     /* A family's samples must be contiguous: family outside, role inside. */
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < SHARD_LINKS; r++)
         one(emit, ctx, "impresence_redis_errors_total", "counter",
-            "Redis timeouts, lost connections, failed connects and setup errors.", labels[r], (double)errors[r]);
-    for (int r = 0; r < 2; r++)
+            "Redis timeouts, lost connections, failed connects and setup errors.", labels[r],
+            (double)st->link[r].errors);
+    for (int r = 0; r < SHARD_LINKS; r++)
         one(emit, ctx, "impresence_redis_reconnects_total", "counter",
-            "Redis connections re-established after a failure.", labels[r], (double)reconnects[r]);
-    for (int r = 0; r < 2; r++)
+            "Redis connections re-established after a failure.", labels[r], (double)st->link[r].reconnects);
+    for (int r = 0; r < SHARD_LINKS; r++)
         one(emit, ctx, "impresence_redis_connections_up", "gauge",
-            "Shard connections to Redis that are up (one per shard and role).", labels[r], (double)up[r]);
-    for (int r = 0; r < 2; r++)
+            "Shard connections to Redis that are up (one per shard and role).", labels[r],
+            (double)st->link[r].up);
+    for (int r = 0; r < SHARD_LINKS; r++)
         one(emit, ctx, "impresence_redis_used_memory_bytes", "gauge",
             "used_memory from Redis INFO, polled every few seconds.", labels[r],
-            (double)counter_get(&v->redis->used_memory[r]));
-    uint64_t keys = counter_get(&v->redis->cache_keys);
+            (double)counter_get(&g->used_memory[r]));
+    uint64_t keys = counter_get(&g->cache_keys);
     one(emit, ctx, "impresence_cache_keys", "gauge", "Keys in the cache database (DBSIZE, polled).", "",
         (double)keys);
     /* Each online user has a route and a status key: exact when the cache database holds only
@@ -127,54 +116,56 @@ static void redis(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx
         "Online users, estimated as cache keys / 2 (O(1) at any scale).", "", (double)(keys / 2));
 }
 
-static void shards(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+static void shards(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
 {
+    const struct metrics_view *v = sn->v;
     char labels[32];
     for (int s = 0; s < v->nshards; s++) {
         snprintf(labels, sizeof(labels), "shard=\"%d\"", s);
         one(emit, ctx, "impresence_shard_inflight", "gauge",
             "Requests handed to the shard and not yet answered.", labels,
-            (double)counter_get(&v->acc->inflight[s]));
+            (double)acceptor_shard_inflight(v->acc, s));
     }
     for (int s = 0; s < v->nshards; s++) {
+        struct shard_stats st;
+        shard_stats_read(&v->shards[s], &st);
         snprintf(labels, sizeof(labels), "shard=\"%d\"", s);
         one(emit, ctx, "impresence_shard_inbox_depth", "gauge",
-            "Requests waiting in the shard's inbox ring.", labels,
-            (double)ck_ring_size(&v->shards[s].inbox.ring));
+            "Requests waiting in the shard's inbox ring.", labels, (double)st.inbox_depth);
     }
 }
 
-static void connections(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
+static void connections(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
 {
-    const struct acceptor_counters *c = &v->acc->counters;
-    one(emit, ctx, "impresence_connections_open", "gauge", "Client connections open.", "",
-        (double)counter_get(&c->open));
+    const struct acceptor_stats *c = &sn->acc;
+    one(emit, ctx, "impresence_connections_open", "gauge", "Client connections open.", "", (double)c->open);
     one(emit, ctx, "impresence_connections_accepted_total", "counter", "Client connections accepted.", "",
-        (double)counter_get(&c->accepted));
+        (double)c->accepted);
     one(emit, ctx, "impresence_connections_rejected_total", "counter",
-        "Connections closed at once: max_connections reached or shutting down.", "",
-        (double)counter_get(&c->rejected));
+        "Connections closed at once: max_connections reached or shutting down.", "", (double)c->rejected);
     one(emit, ctx, "impresence_connections_idle_closed_total", "counter",
-        "Connections closed after idle_timeout.", "", (double)counter_get(&c->idle_closed));
+        "Connections closed after idle_timeout.", "", (double)c->idle_closed);
     one(emit, ctx, "impresence_connections_output_overflow_total", "counter",
-        "Connections closed for unsent output over max_output_bytes.", "",
-        (double)counter_get(&c->output_overflows));
+        "Connections closed for unsent output over max_output_bytes.", "", (double)c->output_overflows);
     one(emit, ctx, "impresence_protocol_errors_total", "counter",
-        "Connections closed for an unrecoverable framing error.", "", (double)counter_get(&c->protocol_errors));
+        "Connections closed for an unrecoverable framing error.", "", (double)c->protocol_errors);
     one(emit, ctx, "impresence_received_bytes_total", "counter", "Bytes read from clients.", "",
-        (double)counter_get(&c->bytes_in));
+        (double)c->bytes_in);
     one(emit, ctx, "impresence_sent_bytes_total", "counter", "Bytes written to clients.", "",
-        (double)counter_get(&c->bytes_out));
+        (double)c->bytes_out);
 }
 
 void metrics_collect(const struct metrics_view *v, metrics_emit_fn *emit, void *ctx)
 {
-    requests(v, emit, ctx);
-    latency(v, emit, ctx);
-    routing(v, emit, ctx);
-    redis(v, emit, ctx);
-    shards(v, emit, ctx);
-    connections(v, emit, ctx);
+    struct snapshot sn = {.v = v};
+    acceptor_stats_read(v->acc, &sn.acc);
+    shard_stats_sum(v->shards, v->nshards, &sn.shards);
+    requests(&sn, emit, ctx);
+    latency(&sn, emit, ctx);
+    routing(&sn, emit, ctx);
+    redis(&sn, emit, ctx);
+    shards(&sn, emit, ctx);
+    connections(&sn, emit, ctx);
     one(emit, ctx, "impresence_shards", "gauge", "Shard threads (thread_count).", "", (double)v->nshards);
 }
 
@@ -278,8 +269,9 @@ static void emit_stat(void *ctx, const char *family, const char *type, const cha
     st->ptrs[st->n++] = item;
 }
 
-void metrics_pack_stats(const struct metrics_view *v, struct pr_request *req)
+void metrics_pack_stats(const void *view, struct pr_request *req)
 {
+    const struct metrics_view *v = view;
     struct stats st = {.cap = 1024, .names_cap = 1024 * 128};
     st.items = calloc(st.cap, sizeof(*st.items));
     st.ptrs = calloc(st.cap, sizeof(*st.ptrs));
@@ -317,8 +309,10 @@ done:
 int metrics_health(const struct metrics_view *v, char *why, size_t len)
 {
     for (int s = 0; s < v->nshards; s++) {
-        bool cache = counter_get(&v->shards[s].cache.up) != 0;
-        bool queue = counter_get(&v->shards[s].queue.up) != 0;
+        struct shard_stats st;
+        shard_stats_read(&v->shards[s], &st);
+        bool cache = st.link[SHARD_LINK_CACHE].up != 0;
+        bool queue = st.link[SHARD_LINK_QUEUE].up != 0;
         if (!cache || !queue) {
             snprintf(why, len, "shard %d: %s redis down", s, !cache ? "cache" : "queue");
             return -1;
@@ -330,12 +324,16 @@ int metrics_health(const struct metrics_view *v, char *why, size_t len)
 
 int metrics_ready(const struct metrics_view *v, char *why, size_t len)
 {
-    if (counter_get(&v->acc->counters.draining) != 0) {
+    struct acceptor_stats acc;
+    acceptor_stats_read(v->acc, &acc);
+    if (acc.draining) {
         snprintf(why, len, "shutting down");
         return -1;
     }
     for (int s = 0; s < v->nshards; s++) {
-        if (counter_get(&v->shards[s].cache.up) == 0) {
+        struct shard_stats st;
+        shard_stats_read(&v->shards[s], &st);
+        if (st.link[SHARD_LINK_CACHE].up == 0) {
             snprintf(why, len, "shard %d: cache redis down", s);
             return -1;
         }

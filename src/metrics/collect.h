@@ -1,7 +1,10 @@
 /* Every metric im-presence exposes, enumerated in one place for both GET /metrics and the Stats
- * RPC. Any thread: it only reads counter_t values (see core/counter.h). */
+ * RPC. Any thread: it reads the acceptor and the shards only through their stats readers
+ * (acceptor_stats_read, shard_stats_read), never their struct layouts. */
 #ifndef PR_METRICS_COLLECT_H
 #define PR_METRICS_COLLECT_H
+
+#include <stddef.h>
 
 #include "core/config.h"
 #include "core/counter.h"
@@ -35,8 +38,9 @@ void metrics_collect(const struct metrics_view *v, metrics_emit_fn *emit, void *
 /* Prometheus text exposition format 0.0.4. Returns a malloc'd string (NULL: out of memory). */
 char *metrics_render(const struct metrics_view *v, size_t *len);
 
-/* Acceptor thread: answer a Stats request with every sample (req->packed). */
-void metrics_pack_stats(const struct metrics_view *v, struct pr_request *req);
+/* Acceptor thread: answer a Stats request with every sample (req->packed). `view` is a
+ * const struct metrics_view *: the function is the acceptor's acceptor_stats_fn. */
+void metrics_pack_stats(const void *view, struct pr_request *req);
 
 /* Health: 0 when every shard has live cache and queue connections; else -1 and why. */
 int metrics_health(const struct metrics_view *v, char *why, size_t len);

@@ -1,6 +1,7 @@
 /* The acceptor thread's context (h2o's per-thread context): its loop, the listener, every
  * connection, and the acceptor's side of each shard's rings. Acceptor thread only, except
- * acceptor_init/run/destroy, which the main thread calls before and after. */
+ * acceptor_init/run/destroy, which the main thread calls before and after, and the stats
+ * readers (acceptor_stats.c), which any thread may call. */
 #ifndef PR_NET_ACCEPTOR_H
 #define PR_NET_ACCEPTOR_H
 
@@ -19,11 +20,15 @@
 #include "net/listener.h"
 
 struct conn;
-struct metrics_view;
 struct shard;
 struct pr_request;
 
-/* Written only by the acceptor thread; read by metrics and Stats from any thread. */
+/* Answers a Stats request: fills req->packed and its result. Main sets the metrics module's
+ * packer here, so the acceptor calls it without knowing it: net/ never includes metrics/,
+ * which reads the acceptor only through acceptor_stats_read. The dependency points one way. */
+typedef void acceptor_stats_fn(const void *source, struct pr_request *req);
+
+/* Written only by the acceptor thread; other threads read them through acceptor_stats_read. */
 struct acceptor_counters {
     counter_t accepted;          /* connections accepted and kept */
     counter_t rejected;          /* connections over max_connections, closed at once */
@@ -51,7 +56,8 @@ struct acceptor {
     uint32_t nfree;
     struct conn *dirty;               /* connections to flush or resume before sleeping */
 
-    const struct metrics_view *view;  /* what Stats reports; set by main before running */
+    acceptor_stats_fn *stats;         /* answers Stats; set by main before running */
+    const void *stats_source;         /* its first argument */
     struct shard *shards;             /* N shards */
     int nshards;
     ev_async *answered;               /* per shard: its outbox has answers */
@@ -77,8 +83,9 @@ struct acceptor {
 
 int acceptor_init(struct acceptor *acc, const struct presence_conf *conf, struct ev_loop *loop,
                   struct shard *shards, int nshards);
-/* Run until shutdown completes. */
-void acceptor_run(struct acceptor *acc);
+/* Start accepting (the last step of start-up), then run until shutdown completes. -1: the
+ * port could not be listened on; nothing ran. */
+int acceptor_run(struct acceptor *acc);
 /* After the shards stopped: take back what they answered last, free everything. */
 void acceptor_destroy(struct acceptor *acc);
 
@@ -100,6 +107,20 @@ static inline uint64_t acceptor_now_ns(struct acceptor *acc)
         acc->now_ns = clock_mono_ns();
     return acc->now_ns;
 }
+
+/* What metrics and Stats may know of the acceptor, as plain values (struct acceptor_counters'
+ * fields, and the same meanings). Each value is recent; together they are not one instant's. */
+struct acceptor_stats {
+    uint64_t accepted, rejected, open, protocol_errors, output_overflows, idle_closed;
+    uint64_t bytes_in, bytes_out;
+    bool draining;
+    uint64_t answered_here[PR_METHOD_COUNT + 1][PR_CODE_COUNT];
+    struct latency_snapshot latency[PR_METHOD_COUNT];
+};
+
+/* Any thread: copy the counters; requests handed to shard i and not yet back. */
+void acceptor_stats_read(const struct acceptor *acc, struct acceptor_stats *out);
+uint64_t acceptor_shard_inflight(const struct acceptor *acc, int shard);
 
 /* Request objects: allocate (calloc or recycled) and give back. */
 struct pr_request *acceptor_request_new(struct acceptor *acc);

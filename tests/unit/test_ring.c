@@ -92,6 +92,26 @@ Test(ring, wraps_around_many_times)
     expect_no_leaks();
 }
 
+/* ring_depth: what the shard_inbox_depth gauge shows. */
+Test(ring, depth_counts_what_waits)
+{
+    struct pr_ring r;
+    cr_assert_eq(ring_init(&r, 4), 0);
+    cr_assert_eq(ring_depth(&r), 0);
+    for (unsigned int i = 0; i < r.capacity; i++) {
+        cr_assert(ring_push(&r, TAG(i)));
+        cr_assert_eq(ring_depth(&r), i + 1);
+    }
+    cr_assert_not(ring_push(&r, TAG(99)));
+    cr_assert_eq(ring_depth(&r), r.capacity, "a failed push must not count");
+    cr_assert_eq(ring_pop(&r), TAG(0));
+    cr_assert_eq(ring_depth(&r), r.capacity - 1);
+    while (ring_pop(&r) != NULL)
+        ;
+    cr_assert_eq(ring_depth(&r), 0);
+    ring_destroy(&r);
+}
+
 /* ---- two threads ----
  *
  * The scenarios are plain functions (no Criterion calls: the producer is another thread), so
