@@ -17,9 +17,11 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/thread_role.h"
 
 #define IO_TIMEOUT_MS 2000 /* a scraper gets this long to send its request and take the answer */
 #define POLL_EVERY 5.0     /* seconds between Redis INFO polls */
+#define POLL_TIMEOUT_MS 200 /* at most, per Redis poll */
 
 /* --- Redis INFO poller --- */
 
@@ -32,7 +34,9 @@ static uint64_t info_field(const char *info, const char *key)
 static void poll_role(struct metrics_server *m, int role)
 {
     const struct redis_conf *rc = role == 0 ? &m->view.conf->cache : &m->view.conf->queue;
-    int ms = rc->timeout_ms < 1000 ? rc->timeout_ms : 1000;
+    /* Short: this thread also answers /healthz, which must not wait long on the Redis whose
+     * hang it is there to report. A poll that times out only leaves a gauge stale. */
+    int ms = rc->timeout_ms < POLL_TIMEOUT_MS ? rc->timeout_ms : POLL_TIMEOUT_MS;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     redisContext *c = m->redis[role];
     if (c == NULL) {
@@ -119,6 +123,7 @@ static void respond(int fd, int status, const char *reason, const char *type, co
 
 static void serve(struct metrics_server *m, int fd)
 {
+    ASSERT_THREAD_OF(ROLE_METRICS, m);
     char req[2048];
     size_t len = 0;
     /* Read until the end of the request head, within the timeout. */
@@ -172,6 +177,7 @@ static void serve(struct metrics_server *m, int fd)
 static void *metrics_main(void *arg)
 {
     struct metrics_server *m = arg;
+    thread_role_set(ROLE_METRICS, m);
     log_set_thread("metrics");
     for (;;) {
         struct pollfd p[2] = {{.fd = m->stop_pipe[0], .events = POLLIN}, {.fd = m->fd, .events = POLLIN}};

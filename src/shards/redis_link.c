@@ -8,9 +8,13 @@
 
 #include <hiredis/adapters/libev.h>
 
+#include "core/thread_role.h"
+#include "core/trace.h"
+
 #define BACKOFF_MIN 0.05 /* seconds */
 #define BACKOFF_MAX 2.0
 #define FIFO_INITIAL 1024
+#define PROBE_MAX 0.5 /* seconds: the longest an UP link goes without sending (see probe_interval) */
 
 static void link_connect(struct redis_link *link);
 
@@ -26,25 +30,38 @@ static uint32_t fifo_count(const struct redis_link *link)
     return link->fifo_tail - link->fifo_head;
 }
 
-static int fifo_push(struct redis_link *link, link_reply_fn *fn, void *priv, ev_tstamp deadline)
+/* Room for one more entry, made before a command goes to hiredis: once hiredis has it, its
+ * reply must find an entry, so the push that follows cannot fail. */
+static int fifo_reserve(struct redis_link *link)
 {
-    if (fifo_count(link) > link->fifo_mask) {
-        /* Grow by copying the live range in order into a twice-larger array. */
-        uint32_t cap = (link->fifo_mask + 1) * 2;
-        struct link_pending *bigger = malloc(cap * sizeof(*bigger));
-        if (bigger == NULL)
-            return -1;
-        uint32_t n = fifo_count(link);
-        for (uint32_t i = 0; i < n; i++)
-            bigger[i] = link->fifo[(link->fifo_head + i) & link->fifo_mask];
-        free(link->fifo);
-        link->fifo = bigger;
-        link->fifo_mask = cap - 1;
-        link->fifo_head = 0;
-        link->fifo_tail = n;
-    }
-    link->fifo[link->fifo_tail++ & link->fifo_mask] = (struct link_pending){fn, priv, deadline};
+    if (fifo_count(link) <= link->fifo_mask)
+        return 0;
+    /* Grow by copying the live range in order into a twice-larger array. */
+    uint32_t cap = (link->fifo_mask + 1) * 2;
+    struct link_pending *bigger = malloc(cap * sizeof(*bigger));
+    if (bigger == NULL)
+        return -1;
+    uint32_t n = fifo_count(link);
+    for (uint32_t i = 0; i < n; i++)
+        bigger[i] = link->fifo[(link->fifo_head + i) & link->fifo_mask];
+    free(link->fifo);
+    link->fifo = bigger;
+    link->fifo_mask = cap - 1;
+    link->fifo_head = 0;
+    link->fifo_tail = n;
     return 0;
+}
+
+static void fifo_push(struct redis_link *link, link_reply_fn *fn, void *priv, ev_tstamp deadline)
+{
+    assert(fifo_count(link) <= link->fifo_mask); /* fifo_reserve came first */
+    link->fifo[link->fifo_tail++ & link->fifo_mask] = (struct link_pending){fn, priv, deadline};
+}
+
+/* What a command left without a reply gets: nothing is written before the TCP connect is done. */
+static enum link_status loss_status(const struct redis_link *link)
+{
+    return link->state == LINK_CONNECTING ? LINK_NOT_SENT : LINK_LOST;
 }
 
 /* hiredis calls back in send order, so the reply belongs to the oldest entry. */
@@ -52,16 +69,12 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     (void)ac;
     struct redis_link *link = privdata;
+    TRACE_HOOK(trace_reply_seen());
     assert(fifo_count(link) > 0);
     struct link_pending p = link->fifo[link->fifo_head++ & link->fifo_mask];
-    int status = LINK_REPLY;
-    if (r == NULL) {
-        /* We tore the connection down (ac cleared first), or hiredis lost it. */
-        if (link->ac == NULL)
-            status = link->fail_status;
-        else
-            status = link->state == LINK_UP ? LINK_LOST : LINK_NOT_SENT;
-    }
+    enum link_status status = LINK_REPLY;
+    if (r == NULL) /* we tore the connection down (ac cleared first), or hiredis is freeing it */
+        status = link->ac == NULL ? link->fail_status : loss_status(link);
     p.fn(link, status, r, p.priv);
 }
 
@@ -76,17 +89,59 @@ static void schedule_reconnect(struct redis_link *link)
     link->backoff = link->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : link->backoff * 2;
 }
 
-/* Drop the connection: pending commands are answered with `status` by hiredis's free. */
-static void link_teardown(struct redis_link *link, enum link_status status)
+/* The one way down, whoever noticed: hiredis (failed connect, lost connection) or we (timeout,
+ * set-up error, stop). The commands still pending get fail_status when hiredis frees ac. */
+static void link_mark_down(struct redis_link *link)
 {
-    redisAsyncContext *ac = link->ac;
+    link->fail_status = loss_status(link);
     link->ac = NULL;
     link_set_state(link, LINK_DOWN);
-    link->fail_status = status;
     ev_timer_stop(link->loop, &link->deadline_timer);
+    ev_timer_stop(link->loop, &link->probe_timer);
+    schedule_reconnect(link);
+}
+
+/* Drop the connection ourselves. Inside a hiredis callback the free is deferred until it returns. */
+static void link_teardown(struct redis_link *link)
+{
+    redisAsyncContext *ac = link->ac;
+    link_mark_down(link);
     if (ac != NULL)
         redisAsyncFree(ac);
-    schedule_reconnect(link);
+}
+
+/* How long an UP link may go without sending before it PINGs. Say Redis hangs at h, and by h'
+ * (h + the moment it takes to read what Redis wrote before h) every reply it will ever send has
+ * been read. If a command is pending at h', the oldest one, sent by h', times out by h' + timeout.
+ * If none is, the probe timer fires by h' + interval (it fires at most `interval` after its last
+ * firing or the last send, both before h'); by then either a command was sent after h' or
+ * nothing was sent for `interval` and it sends a PING: either times out within `timeout`. So the
+ * link goes down by h' + interval + timeout. interval <= 0.5 s keeps that within the promised
+ * timeout + 1 s with room for scheduling; interval <= timeout probes at least once per timeout. */
+static ev_tstamp probe_interval(const struct redis_link *link)
+{
+    ev_tstamp timeout = link->conf->timeout_ms / 1000.0;
+    return timeout < PROBE_MAX ? timeout : PROBE_MAX;
+}
+
+static void probe_arm(struct redis_link *link, ev_tstamp delay)
+{
+    ev_timer_set(&link->probe_timer, delay, 0.);
+    ev_timer_start(link->loop, &link->probe_timer);
+}
+
+/* SELECT answered: the connection is set up and Redis serves it. The next failure starts the
+ * backoff from the bottom (a rejected AUTH never gets here, so it does not reconnect at the
+ * fastest rate). */
+static void link_ready(struct redis_link *link)
+{
+    link_set_state(link, LINK_UP);
+    link->backoff = BACKOFF_MIN;
+    if (link->ever_up)
+        counter_add(&link->reconnects, 1);
+    link->ever_up = true;
+    probe_arm(link, probe_interval(link));
+    log_info("redis connected role=%s addr=%s:%d", link->role, link->conf->host, link->conf->port);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -99,18 +154,11 @@ static void on_connect(const redisAsyncContext *ac, int status)
         counter_add(&link->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis connect failed role=%s addr=%s:%d error=\"%s\"", link->role,
                     link->conf->host, link->conf->port, ac->errstr);
-        link->ac = NULL;
-        link_set_state(link, LINK_DOWN);
-        link->fail_status = LINK_NOT_SENT;
-        ev_timer_stop(link->loop, &link->deadline_timer);
-        schedule_reconnect(link);
+        link_mark_down(link);
         return;
     }
-    link_set_state(link, LINK_UP);
-    if (link->ever_up)
-        counter_add(&link->reconnects, 1);
-    link->ever_up = true;
-    log_info("redis connected role=%s addr=%s:%d", link->role, link->conf->host, link->conf->port);
+    /* Not UP yet: a stopped Redis still completes the TCP handshake. SELECT's answer tells. */
+    link_set_state(link, LINK_SETUP);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -122,32 +170,25 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis connection lost role=%s addr=%s:%d error=\"%s\"", link->role,
                 link->conf->host, link->conf->port, ac->errstr ? ac->errstr : "closed");
-    /* hiredis may answer the pending commands after this callback: they were sent. */
-    link->ac = NULL;
-    link_set_state(link, LINK_DOWN);
-    link->fail_status = LINK_LOST;
-    ev_timer_stop(link->loop, &link->deadline_timer);
-    schedule_reconnect(link);
+    /* Connected, so the pending commands were sent: LINK_LOST, before or after this callback. */
+    link_mark_down(link);
 }
 
 /* AUTH / SELECT answers: an error here means this connection is unusable. */
-static void on_setup_reply(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_setup_reply(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     const char *what = priv;
     if (status != LINK_REPLY)
         return;
     if (reply->type != REDIS_REPLY_ERROR) {
-        /* SELECT goes last: the connection is fully set up, so the next failure starts the
-         * backoff from the bottom (a rejected AUTH must not reconnect at the fastest rate). */
-        if (strcmp(what, "SELECT") == 0)
-            link->backoff = BACKOFF_MIN;
+        if (strcmp(what, "SELECT") == 0 && link->state == LINK_SETUP) /* SELECT goes last */
+            link_ready(link);
         return;
     }
     counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_ERROR, "redis %s failed role=%s error=\"%s\"", what, link->role, reply->str);
-    /* Inside a hiredis callback the free is deferred until it returns; that is fine. */
     if (link->ac != NULL)
-        link_teardown(link, LINK_LOST);
+        link_teardown(link);
 }
 
 static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
@@ -166,7 +207,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis timeout, reconnecting role=%s addr=%s:%d timeout_ms=%d",
                 link->role, link->conf->host, link->conf->port, link->conf->timeout_ms);
-    link_teardown(link, link->state == LINK_UP ? LINK_LOST : LINK_NOT_SENT);
+    link_teardown(link);
 }
 
 static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -176,12 +217,17 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
     link_connect(w->data);
 }
 
+/* A command may go to hiredis: the link is not down and its FIFO entry is reserved. */
+static bool can_send(struct redis_link *link)
+{
+    return link->ac != NULL && link->state != LINK_DOWN && fifo_reserve(link) == 0;
+}
+
 /* Bookkeeping for a command hiredis accepted: its reply's owner and its deadline. */
 static void track(struct redis_link *link, link_reply_fn *fn, void *priv)
 {
-    ev_tstamp deadline = ev_now(link->loop) + link->conf->timeout_ms / 1000.0;
-    if (fifo_push(link, fn, priv, deadline) < 0)
-        abort(); /* the command is out and its reply must find its caller: no way to go on */
+    link->last_sent = ev_now(link->loop);
+    fifo_push(link, fn, priv, link->last_sent + link->conf->timeout_ms / 1000.0);
     if (!ev_is_active(&link->deadline_timer)) {
         ev_timer_set(&link->deadline_timer, link->conf->timeout_ms / 1000.0, 0.);
         ev_timer_start(link->loop, &link->deadline_timer);
@@ -191,7 +237,7 @@ static void track(struct redis_link *link, link_reply_fn *fn, void *priv)
 static int send_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt,
                         va_list ap)
 {
-    if (link->ac == NULL || link->state == LINK_DOWN)
+    if (!can_send(link))
         return -1;
     if (redisvAsyncCommand(link->ac, on_reply, link, fmt, ap) != REDIS_OK)
         return -1;
@@ -201,7 +247,8 @@ static int send_command(struct redis_link *link, link_reply_fn *fn, void *priv, 
 
 int link_send(struct redis_link *link, link_reply_fn *fn, void *priv, const char *cmd, size_t len)
 {
-    if (link->ac == NULL || link->state == LINK_DOWN)
+    ASSERT_THREAD_OF(ROLE_SHARD, link->owner);
+    if (!can_send(link))
         return -1;
     if (redisAsyncFormattedCommand(link->ac, on_reply, link, cmd, len) != REDIS_OK)
         return -1;
@@ -211,6 +258,7 @@ int link_send(struct redis_link *link, link_reply_fn *fn, void *priv, const char
 
 int link_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt, ...)
 {
+    ASSERT_THREAD_OF(ROLE_SHARD, link->owner);
     va_list ap;
     va_start(ap, fmt);
     int rc = send_command(link, fn, priv, fmt, ap);
@@ -225,6 +273,33 @@ static int setup_command(struct redis_link *link, const char *what, const char *
     int rc = send_command(link, on_setup_reply, (void *)what, fmt, ap);
     va_end(ap);
     return rc;
+}
+
+/* Any reply, an error such as -LOADING or -BUSY too, shows that Redis reads and answers; a
+ * missing one has already torn the link down through the PING's deadline. */
+static void on_probe_reply(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
+{
+    (void)link;
+    (void)status;
+    (void)reply;
+    (void)priv;
+}
+
+/* While UP. Re-armed lazily, like the deadline timer, so that sending costs one store. */
+static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct redis_link *link = w->data;
+    ev_tstamp now = ev_now(loop), interval = probe_interval(link);
+    ev_tstamp next = now + interval; /* commands in flight: their deadlines watch Redis */
+    if (fifo_count(link) == 0) {
+        if (link->last_sent + interval > now + 0.001)
+            next = link->last_sent + interval; /* sent lately, and answered */
+        else
+            link_command(link, on_probe_reply, NULL, "PING"); /* a deadline like any command */
+    }
+    if (link->state == LINK_UP)
+        probe_arm(link, next - now);
 }
 
 static void link_connect(struct redis_link *link)
@@ -257,7 +332,12 @@ static void link_connect(struct redis_link *link)
         else
             setup_command(link, "AUTH", "AUTH %s", c->password);
     }
-    setup_command(link, "SELECT", "SELECT %d", c->database);
+    if (setup_command(link, "SELECT", "SELECT %d", c->database) < 0) {
+        /* Without SELECT the link would never come UP, nor time out: start over. */
+        counter_add(&link->errors, 1);
+        link_teardown(link);
+        return;
+    }
     if (link->on_setup != NULL)
         link->on_setup(link);
 }
@@ -280,6 +360,8 @@ int link_init(struct redis_link *link, const char *role, const struct redis_conf
     link->fifo_mask = FIFO_INITIAL - 1;
     ev_timer_init(&link->deadline_timer, on_deadline, 0., 0.);
     link->deadline_timer.data = link;
+    ev_timer_init(&link->probe_timer, on_probe_timer, 0., 0.);
+    link->probe_timer.data = link;
     ev_timer_init(&link->reconnect_timer, on_reconnect_timer, 0., 0.);
     link->reconnect_timer.data = link;
     return 0;
@@ -295,7 +377,7 @@ void link_stop(struct redis_link *link)
     link->stopping = true;
     ev_timer_stop(link->loop, &link->reconnect_timer);
     if (link->ac != NULL)
-        link_teardown(link, link->state == LINK_UP ? LINK_LOST : LINK_NOT_SENT);
+        link_teardown(link);
 }
 
 void link_destroy(struct redis_link *link)

@@ -1,10 +1,16 @@
 /* One hiredis async connection to one Redis role (cache or queue), owned by one shard thread.
  *
  * What it adds to hiredis:
- *  - a deadline for every command: hiredis async has none, so the link keeps the send time of
- *    each command in a FIFO (replies come back in send order) and one timer watches the oldest;
- *    a command that outlives the role's `timeout` tears the connection down, which answers it
- *    and everything behind it with LINK_LOST;
+ *  - a deadline for every command. hiredis 0.14 (Debian 12) has no async timeout at all, and the
+ *    one hiredis 1.x added (redisAsyncSetTimeout) is one timer restarted on every read and write:
+ *    an inactivity timeout that steady traffic keeps from ever firing, so it gives no single
+ *    command a deadline. The link keeps the send time of each command in a FIFO (replies come
+ *    back in send order) and one timer watches the oldest; a command that outlives the role's
+ *    `timeout` tears the connection down, which answers it and everything behind it with
+ *    LINK_LOST;
+ *  - a PING on a link that has sent nothing for a while, so that a hung Redis is noticed (and the
+ *    link torn down) within `timeout` + 0.5 s with or without traffic: an open connection is not
+ *    taken for a live one;
  *  - reconnection by itself with capped exponential backoff and jitter; while down, commands
  *    are refused at once (link_command returns -1) instead of queueing without bound;
  *  - AUTH and SELECT on every (re)connect, before anything else is sent;
@@ -24,7 +30,12 @@
 #include "core/counter.h"
 #include "core/log.h"
 
-enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
+enum link_state {
+    LINK_DOWN,       /* no connection; commands are refused */
+    LINK_CONNECTING, /* TCP connect in progress: nothing has been written yet */
+    LINK_SETUP,      /* connected, AUTH/SELECT not answered yet: what was queued may have run */
+    LINK_UP,         /* SELECT answered: Redis serves this connection (the `up` gauge is 1) */
+};
 
 enum link_status {
     LINK_REPLY,    /* reply is valid (it may be a Redis error reply) */
@@ -35,7 +46,7 @@ enum link_status {
 struct redis_link;
 
 /* reply is NULL unless status == LINK_REPLY; it is freed after the callback returns. */
-typedef void link_reply_fn(struct redis_link *link, int status, redisReply *reply, void *priv);
+typedef void link_reply_fn(struct redis_link *link, enum link_status status, redisReply *reply, void *priv);
 /* Called each time a connection attempt starts, so the owner can queue its own setup. */
 typedef void link_setup_fn(struct redis_link *link);
 
@@ -62,14 +73,16 @@ struct redis_link {
     uint32_t fifo_head, fifo_tail;  /* oldest, next free */
 
     ev_timer deadline_timer;        /* at the oldest command's deadline (re-armed lazily) */
+    ev_timer probe_timer;           /* while UP: PING when nothing was sent for a while (lazily) */
+    ev_tstamp last_sent;            /* loop time of the last command handed to hiredis */
     ev_timer reconnect_timer;       /* backoff before the next attempt */
     ev_tstamp backoff;              /* next reconnect delay */
     unsigned int seed;              /* jitter */
 
-    counter_t reconnects;           /* connections established after the first */
+    counter_t reconnects;           /* connections set up (UP) after the first */
     counter_t errors;               /* timeouts, lost connections, failed connects, setup errors */
-    counter_t up;                   /* 1 while connected (a gauge for /healthz and metrics) */
-    bool ever_up;                   /* has connected at least once */
+    counter_t up;                   /* 1 while UP (a gauge for /healthz and metrics) */
+    bool ever_up;                   /* has been UP at least once */
     struct log_limit log_lim;       /* one line per second while Redis is down */
 };
 
@@ -82,7 +95,8 @@ void link_stop(struct redis_link *link);
 void link_destroy(struct redis_link *link);
 
 /* Send a command (hiredis format string). Returns 0, or -1 without calling fn when the link
- * is down: the command was certainly not sent. For set-up commands; the hot path uses link_send. */
+ * is down or memory ran out: the command was certainly not sent. For set-up commands and the
+ * idle PING; the hot path uses link_send. */
 int link_command(struct redis_link *link, link_reply_fn *fn, void *priv, const char *fmt, ...);
 
 /* The same for a command already in RESP (see resp.h). */
