@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/thread_role.h"
 #include "presence.pb-c.h"
+#include "shards/redis_result.h"
 #include "shards/shard.h"
 
 #define ROUTE_CHANNEL "presence:route"
@@ -34,6 +36,7 @@ static int send_built(struct shard *s, struct redis_link *link, link_reply_fn *f
 {
     if (s->resp.failed)
         return -1;
+    TRACE_HOOK(trace_sent(req));
     return link_send(link, fn, req, s->resp.buf, s->resp.len);
 }
 
@@ -50,48 +53,46 @@ static void arg_status_key(struct shard *s, const struct pr_request *req)
 
 /* --- results --- */
 
-/* A Redis error reply: availability problems are UNAVAILABLE, anything else INTERNAL. */
-static void answer_redis_error(struct shard *s, struct pr_request *req, const char *role,
-                               const redisReply *reply)
+/* Record what (status, reply) means for req (redis_result decides the code). true: the reply is
+ * usable and nothing was recorded; false: req holds the failure. */
+static bool take_result(struct pr_request *req, const char *role, enum link_status status,
+                        const redisReply *reply)
 {
-    static const char *const transient[] = {"LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN",
-                                            "CLUSTERDOWN", "NOREPLICAS"};
-    int code = MPIM__CODE__INTERNAL;
-    for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++)
-        if (strncmp(reply->str, transient[i], strlen(transient[i])) == 0)
-            code = MPIM__CODE__UNAVAILABLE;
-    request_set_result(req, code, "%s redis: %s", role, reply->str);
-    shard_answer(s, req);
+    int code = redis_result(status, reply);
+    if (code == MPIM__CODE__OK)
+        return true;
+    if (status == LINK_REPLY)
+        request_set_result(req, code, "%s redis: %s", role, reply->str);
+    else
+        request_set_result(req, code, "%s redis unavailable%s", role,
+                           status == LINK_LOST ? " (no reply within timeout or connection lost)" : "");
+    return false;
 }
 
-static void answer_unavailable(struct shard *s, struct pr_request *req, const char *role, int status)
+/* The command could not be sent: the link is down. */
+static void answer_not_sent(struct shard *s, struct pr_request *req, const char *role)
 {
-    request_set_result(req, MPIM__CODE__UNAVAILABLE, "%s redis unavailable%s", role,
-                       status == LINK_LOST ? " (no reply within timeout or connection lost)" : "");
+    take_result(req, role, LINK_NOT_SENT, NULL);
     shard_answer(s, req);
 }
 
 /* true when the reply is usable; otherwise the request has been answered. */
-static bool reply_ok(struct shard *s, struct pr_request *req, const char *role, int status,
+static bool reply_ok(struct shard *s, struct pr_request *req, const char *role, enum link_status status,
                      const redisReply *reply)
 {
-    if (status != LINK_REPLY) {
-        answer_unavailable(s, req, role, status);
-        return false;
-    }
-    if (reply->type == REDIS_REPLY_ERROR) {
-        answer_redis_error(s, req, role, reply);
-        return false;
-    }
-    return true;
+    if (take_result(req, role, status, reply))
+        return true;
+    shard_answer(s, req);
+    return false;
 }
 
 /* --- route-change notices (after Bind and effective Unbind) --- */
 
-static void on_notice_published(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_notice_published(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
-    if (status != LINK_REPLY || reply->type == REDIS_REPLY_ERROR)
+    /* The route is written: a lost notice is reported in msg, never as a failed Bind/Unbind. */
+    if (redis_result(status, reply) != MPIM__CODE__OK)
         request_set_result(req, MPIM__CODE__OK, "route-change notice not published: %s",
                            status == LINK_REPLY ? reply->str : "queue redis unavailable");
     shard_answer(shard_of(link), req);
@@ -114,20 +115,15 @@ static void publish_notice(struct shard *s, struct pr_request *req, bool logout)
 
 /* --- BindRoute: SETEX route, SETEX status (pipelined), then the notice --- */
 
-static void on_bind_written(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_bind_written(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
-    if (!req->failed && (status != LINK_REPLY || reply->type == REDIS_REPLY_ERROR)) {
-        req->failed = true;
-        if (status != LINK_REPLY)
-            request_set_result(req, MPIM__CODE__UNAVAILABLE, "cache redis unavailable");
-        else
-            request_set_result(req, MPIM__CODE__INTERNAL, "cache redis: %s", reply->str);
-    }
+    if (req->code == MPIM__CODE__OK) /* the first failure is the one reported */
+        take_result(req, "cache", status, reply);
     if (--req->pending > 0)
         return;
-    if (req->failed)
+    if (req->code != MPIM__CODE__OK)
         shard_answer(s, req); /* a bind whose cache write failed publishes nothing */
     else
         publish_notice(s, req, false);
@@ -142,7 +138,7 @@ static void bind_route(struct shard *s, struct pr_request *req)
     resp_arg_id(&s->resp, "", c->route_ttl, "", NULL, 0);
     resp_arg(&s->resp, req->gateway.data, req->gateway.len);
     if (send_built(s, &s->cache, on_bind_written, req) < 0) {
-        answer_unavailable(s, req, "cache", LINK_NOT_SENT);
+        answer_not_sent(s, req, "cache");
         return;
     }
     req->pending = 1;
@@ -153,12 +149,10 @@ static void bind_route(struct shard *s, struct pr_request *req)
     arg_status_key(s, req);
     resp_arg_id(&s->resp, "", c->status_ttl, "", NULL, 0);
     resp_arg_str(&s->resp, "online");
-    if (send_built(s, &s->cache, on_bind_written, req) == 0) {
+    if (send_built(s, &s->cache, on_bind_written, req) == 0)
         req->pending = 2;
-    } else {
-        req->failed = true;
+    else
         request_set_result(req, MPIM__CODE__INTERNAL, "status not written");
-    }
 }
 
 /* --- QueryRoute: GET route --- */
@@ -180,7 +174,7 @@ static bool take_route(struct pr_request *req, const redisReply *reply)
     return true;
 }
 
-static void on_query_route(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_query_route(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
@@ -251,19 +245,21 @@ static void deliver_retry_or_fail(struct shard *s, struct pr_request *req, const
         retry_timer_arm(s);
 }
 
-static void on_deliver_published(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_deliver_published(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
-    if (status == LINK_LOST) {
+    int code = redis_result(status, reply);
+    if (code == MPIM__CODE__UNAVAILABLE && redis_not_run(status, reply)) {
+        /* Surely not published, and a later attempt may succeed. */
+        deliver_retry_or_fail(s, req, status == LINK_REPLY ? reply->str : "queue redis unavailable");
+    } else if (status == LINK_LOST) {
         /* It may have gone out: publishing again could deliver the message twice. */
         request_set_result(req, MPIM__CODE__UNAVAILABLE,
                            "queue redis did not answer the publish in time; not retried");
         shard_answer(s, req);
-    } else if (status == LINK_NOT_SENT) {
-        deliver_retry_or_fail(s, req, "queue redis unavailable");
-    } else if (reply->type == REDIS_REPLY_ERROR) {
-        deliver_retry_or_fail(s, req, reply->str);
+    } else if (code != MPIM__CODE__OK) {
+        reply_ok(s, req, "queue", status, reply); /* an error no retry can mend: INTERNAL */
     } else {
         req->flag = reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
         counter_add(req->flag ? &s->counters.delivered : &s->counters.undelivered, 1);
@@ -283,7 +279,7 @@ static void deliver_publish(struct shard *s, struct pr_request *req)
         deliver_retry_or_fail(s, req, "queue redis unavailable");
 }
 
-static void on_deliver_route(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_deliver_route(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
@@ -314,7 +310,7 @@ void handlers_fail_retries(struct shard *s)
 
 /* --- UnbindRoute and Heartbeat: compare-on-gateway Lua scripts --- */
 
-static void on_script_loaded(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_script_loaded(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     (void)link;
     struct shard_script *script = priv;
@@ -329,7 +325,7 @@ void handlers_cache_setup(struct redis_link *link)
     link_command(link, on_script_loaded, &s->heartbeat_script, "SCRIPT LOAD %s", s->heartbeat_script.body);
 }
 
-static void on_script_result(struct redis_link *link, int status, redisReply *reply, void *priv);
+static void on_script_result(struct redis_link *link, enum link_status status, redisReply *reply, void *priv);
 
 /* EVALSHA once the SHA is known, EVAL before that and after a NOSCRIPT (EVAL re-caches it). */
 static int run_script(struct shard *s, struct pr_request *req, bool by_body)
@@ -337,6 +333,7 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
     bool hb = req->method == PR_METHOD_HEARTBEAT;
     struct shard_script *sc = hb ? &s->heartbeat_script : &s->unbind_script;
     bool eval = by_body || sc->sha[0] == '\0';
+    req->attempts++;
     resp_start(&s->resp, hb ? 8 : 6);
     resp_arg_str(&s->resp, eval ? "EVAL" : "EVALSHA");
     resp_arg_str(&s->resp, eval ? sc->body : sc->sha);
@@ -351,17 +348,16 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
     return send_built(s, &s->cache, on_script_result, req);
 }
 
-static void on_script_result(struct redis_link *link, int status, redisReply *reply, void *priv)
+static void on_script_result(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
     /* Scripts flushed (SCRIPT FLUSH, or a failover): run it by body once. */
-    if (status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR && !req->failed &&
+    if (status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR && req->attempts == 1 &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-        req->failed = true;
         if (run_script(s, req, true) == 0)
             return;
-        answer_unavailable(s, req, "cache", LINK_NOT_SENT);
+        answer_not_sent(s, req, "cache");
         return;
     }
     if (!reply_ok(s, req, "cache", status, reply))
@@ -379,6 +375,7 @@ static void on_script_result(struct redis_link *link, int status, redisReply *re
 
 void handlers_dispatch(struct shard *s, struct pr_request *req)
 {
+    ASSERT_THREAD_OF(ROLE_SHARD, s);
     int rc = 0;
     switch (req->method) {
     case PR_METHOD_BIND:
@@ -400,7 +397,7 @@ void handlers_dispatch(struct shard *s, struct pr_request *req)
         return;
     }
     if (rc < 0)
-        answer_unavailable(s, req, "cache", LINK_NOT_SENT);
+        answer_not_sent(s, req, "cache");
 }
 
 int handlers_init(struct shard *s)
