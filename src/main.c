@@ -2,7 +2,9 @@
  *
  *   im-presence -c FILE [--port N] [--shards N] [--log-level LEVEL] [--check-config]
  *
- * Exit codes: 0 clean shutdown, 1 cannot start (listen, threads), 2 bad configuration. */
+ * Exit codes: 0 clean shutdown, 1 cannot start (listen, threads), 2 bad configuration.
+ *
+ * Start-up order: bind the port, start the shards and the metrics thread, then listen. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -93,6 +95,15 @@ static void log_effective_config(const struct presence_conf *c)
 
 int main(int argc, char **argv)
 {
+    /* SIGHUP's and SIGTERM's default action ends the process: one that arrives while starting
+     * (a log rotation, a quick stop) is held until the acceptor's handlers exist, not fatal. */
+    sigset_t held;
+    sigemptyset(&held);
+    sigaddset(&held, SIGHUP);
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGINT);
+    sigprocmask(SIG_BLOCK, &held, NULL);
+
     static struct presence_conf conf;
     bool check_only = false;
     load_config(argc, argv, &conf, &check_only);
@@ -128,7 +139,8 @@ int main(int argc, char **argv)
     }
     static struct metrics_server metrics;
     metrics.view = (struct metrics_view){&conf, &acc, shards, conf.shards, &metrics.gauges};
-    acc.view = &metrics.view;
+    acc.stats = metrics_pack_stats; /* Stats answers with what /metrics shows */
+    acc.stats_source = &metrics.view;
     /* Metrics are for operators: without their port the service itself still runs. */
     if (metrics_server_open(&metrics, &conf) < 0)
         log_error("metrics disabled: cannot listen addr=%s:%d", conf.metrics_host,
@@ -143,11 +155,10 @@ int main(int argc, char **argv)
         log_error("start-up failed reason=thread thread=metrics");
         return 1;
     }
-    log_info("listening on addr=%s:%d shards=%d cache=%s:%d/%d queue=%s:%d/%d", conf.host,
-             conf.port, conf.shards, conf.cache.host, conf.cache.port, conf.cache.database, conf.queue.host,
-             conf.queue.port, conf.queue.database);
-
-    acceptor_run(&acc);
+    /* Accepting comes last: a client that can connect finds every thread and signal handler in
+     * place (the tests and load balancers take a connectable port as "started"). */
+    sigprocmask(SIG_UNBLOCK, &held, NULL); /* the handlers run from here on */
+    int rc = acceptor_run(&acc) < 0 ? 1 : 0;
 
     log_set_thread("main");
     metrics_server_stop(&metrics);
@@ -166,5 +177,5 @@ int main(int argc, char **argv)
     log_info("stopped served=%llu accepted=%llu rejected=%llu",
              (unsigned long long)served, (unsigned long long)counter_get(&acc.counters.accepted),
              (unsigned long long)counter_get(&acc.counters.rejected));
-    return 0;
+    return rc;
 }

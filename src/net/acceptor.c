@@ -9,7 +9,7 @@
 #include "core/codec.h"
 #include "core/hash.h"
 #include "core/request.h"
-#include "metrics/collect.h"
+#include "core/thread_role.h"
 #include "net/conn.h"
 #include "presence.pb-c.h"
 #include "shards/shard.h"
@@ -112,6 +112,7 @@ void acceptor_mark_dirty(struct acceptor *acc, struct conn *c)
 void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args, size_t args_len,
                        const ProtobufCBinaryData *service, const ProtobufCBinaryData *method)
 {
+    ASSERT_THREAD_OF(ROLE_ACCEPTOR, acc);
     struct pr_request *req = acceptor_request_new(acc);
     if (req == NULL) {
         /* Without a request object there is no way to answer in order: give up on this client. */
@@ -125,14 +126,19 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
         goto answer_here;
     req->method = (uint8_t)m;
     req->started_ns = acceptor_now_ns(acc); /* latency is kept per known method */
+    TRACE_HOOK(trace_read(req));
     if (codec_decode_request(req, args, args_len, acc->conf->max_message_bytes) < 0)
         goto answer_here;
     if (req->method == PR_METHOD_STATS) {
-        metrics_pack_stats(acc->view, req);
+        if (acc->stats != NULL)
+            acc->stats(acc->stats_source, req);
+        else
+            request_set_result(req, MPIM__CODE__INTERNAL, "no stats source");
         goto answer_here;
     }
 
     uint32_t i = hash_shard(req->user_id, (uint32_t)acc->nshards);
+    TRACE_HOOK(trace_stamp(req, TRACE_PUSHED));
     /* The in-flight bound is what guarantees the shard's outbox never fills. */
     if (counter_get(&acc->inflight[i]) >= (uint64_t)acc->conf->queue_depth ||
         !shard_submit(&acc->shards[i], req)) {
@@ -157,7 +163,9 @@ static void on_answered(struct ev_loop *loop, ev_async *w, int revents)
     struct acceptor *acc = w->data;
     int i = (int)(w - acc->answered);
     struct pr_request *req;
+    TRACE_HOOK(trace_notified(i));
     while ((req = shard_take_answer(&acc->shards[i])) != NULL) {
+        TRACE_HOOK(trace_taken(req));
         counter_set(&acc->inflight[i], counter_get(&acc->inflight[i]) - 1);
         struct conn *c = conn_by_id(acc, req->conn_id);
         if (c != NULL)
@@ -177,7 +185,7 @@ static void on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
         struct conn *c = acc->dirty;
         acc->dirty = c->next_dirty;
         c->dirty = false;
-        if (c->fd < 0)
+        if (c->state == CONN_CLOSED)
             free(c); /* closed while on this list */
         else
             conn_flush(c);
@@ -185,6 +193,7 @@ static void on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
     for (int i = 0; i < acc->nshards; i++) {
         if (acc->wake[i]) {
             acc->wake[i] = false;
+            TRACE_HOOK(trace_wake_sent(i));
             shard_wake(&acc->shards[i]);
         }
     }
@@ -308,15 +317,22 @@ int acceptor_init(struct acceptor *acc, const struct presence_conf *conf, struct
     return 0;
 }
 
-void acceptor_run(struct acceptor *acc)
+int acceptor_run(struct acceptor *acc)
 {
-    listener_start(&acc->listener, acc->loop);
+    if (listener_start(&acc->listener, acc->loop) < 0)
+        return -1;
+    const struct presence_conf *c = acc->conf;
+    log_info("listening on addr=%s:%d shards=%d cache=%s:%d/%d queue=%s:%d/%d", c->host, c->port, c->shards,
+             c->cache.host, c->cache.port, c->cache.database, c->queue.host, c->queue.port, c->queue.database);
     log_set_thread("acceptor");
+    thread_role_set(ROLE_ACCEPTOR, acc); /* and stays so for acceptor_destroy, on this thread */
     ev_run(acc->loop, 0);
+    return 0;
 }
 
 void acceptor_destroy(struct acceptor *acc)
 {
+    TRACE_HOOK(trace_dump());
     if (acc->shards != NULL && acc->answered != NULL) {
         for (int i = 0; i < acc->nshards; i++) {
             struct pr_request *req;
@@ -332,7 +348,7 @@ void acceptor_destroy(struct acceptor *acc)
     while (acc->dirty != NULL) {
         struct conn *c = acc->dirty;
         acc->dirty = c->next_dirty;
-        if (c->fd < 0)
+        if (c->state == CONN_CLOSED)
             free(c);
         else
             c->dirty = false;

@@ -56,7 +56,7 @@ int listener_open(struct listener *l, struct acceptor *acc, const char *host, in
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) {
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
             l->fd = fd;
             break;
         }
@@ -68,14 +68,22 @@ int listener_open(struct listener *l, struct acceptor *acc, const char *host, in
         log_error("listen failed addr=%s:%d error=\"%s\"", host, port, strerror(err));
         return -1;
     }
+    l->host = host;
+    l->port = port;
     ev_io_init(&l->io, on_acceptable, l->fd, EV_READ);
     l->io.data = l;
     return 0;
 }
 
-void listener_start(struct listener *l, struct ev_loop *loop)
+int listener_start(struct listener *l, struct ev_loop *loop)
 {
+    /* Two servers can both bind a port with SO_REUSEADDR; only one of them can listen. */
+    if (listen(l->fd, 1024) < 0) {
+        log_error("listen failed addr=%s:%d error=\"%s\"", l->host, l->port, strerror(errno));
+        return -1;
+    }
     ev_io_start(loop, &l->io);
+    return 0;
 }
 
 void listener_close(struct listener *l, struct ev_loop *loop)

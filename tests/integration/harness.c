@@ -812,6 +812,67 @@ double it_metric(const char *text, const char *series)
     return NAN;
 }
 
+double it_metric_sum(const char *text, const char *family)
+{
+    size_t n = strlen(family);
+    double sum = NAN;
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        if (strncmp(line, family, n) == 0 && (line[n] == ' ' || line[n] == '{')) {
+            const char *value = strchr(line, ' ');
+            if (value != NULL)
+                sum = (isnan(sum) ? 0 : sum) + strtod(value + 1, NULL);
+        }
+        line = strchr(line, '\n');
+        if (line != NULL)
+            line++;
+    }
+    return sum;
+}
+
+double it_metric_now(const struct it_server *s, const char *family)
+{
+    char *body = NULL;
+    int status = it_http_get(it_metrics_port(s), "/metrics", NULL, &body);
+    cr_assert_eq(status, 200, "GET /metrics: %d", status);
+    double v = it_metric_sum(body, family);
+    free(body);
+    cr_assert(!isnan(v), "no %s in /metrics", family);
+    return v;
+}
+
+void it_wait_metric(const struct it_server *s, const char *family, double want, int timeout_ms)
+{
+    int port = it_metrics_port(s);
+    double deadline = it_mono_ms() + timeout_ms;
+    double v = NAN;
+    for (;;) {
+        char *body = NULL;
+        if (it_http_get(port, "/metrics", NULL, &body) == 200)
+            v = it_metric_sum(body, family);
+        free(body);
+        if (v == want)
+            return;
+        cr_assert_lt(it_mono_ms(), deadline, "%s = %g after %d ms, want %g", family, v, timeout_ms, want);
+        it_sleep_ms(10);
+    }
+}
+
+void it_wait_shutting_down(const struct it_server *s, int timeout_ms)
+{
+    int port = it_metrics_port(s);
+    double deadline = it_mono_ms() + timeout_ms;
+    for (;;) {
+        char *body = NULL;
+        int status = it_http_get(port, "/readyz", NULL, &body);
+        bool down = status == 503 && body != NULL && strstr(body, "shutting down") != NULL;
+        free(body);
+        if (down)
+            return;
+        cr_assert_lt(it_mono_ms(), deadline, "/readyz never said 'shutting down' (last status %d)", status);
+        it_sleep_ms(10);
+    }
+}
+
 /* --------------------------------------------------------------- Redis direct */
 
 redisContext *it_rconnect(int port, int db)

@@ -184,6 +184,16 @@ int it_http_wait_status(int port, const char *path, int want, int timeout_ms, ch
  * `impresence_requests_total{method="Deliver",code="OK"}`) in a Prometheus text body; NAN if
  * no line holds that series. */
 double it_metric(const char *text, const char *series);
+/* The sum of every sample of `family` (any labels), e.g. impresence_shard_inflight over all
+ * shards; NAN if there is none. */
+double it_metric_sum(const char *text, const char *family);
+/* it_metric_sum of one scrape of s's /metrics (asserts the family is there). */
+double it_metric_now(const struct it_server *s, const char *family);
+/* Scrape s's /metrics until the sum of family equals want; asserts within timeout_ms. The way a
+ * test waits for the server to reach a state (requests read, retries made, connections gone). */
+void it_wait_metric(const struct it_server *s, const char *family, double want, int timeout_ms);
+/* Wait until s's /readyz says "shutting down" (SIGTERM has been handled); asserts. */
+void it_wait_shutting_down(const struct it_server *s, int timeout_ms);
 
 /* ------------------------------------------------------------------- client */
 

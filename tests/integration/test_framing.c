@@ -349,14 +349,16 @@ IT(framing, half_a_frame_then_disconnect_is_not_executed)
     uint8_t *f = it_frame(IT_SERVICE, "BindRoute", &b.base, &len);
     /* Cut inside the prefix, inside the header, and inside the args. */
     size_t cuts[] = {2, 9, len - 1};
+    double received = it_metric_now(&FX.srv, "impresence_received_bytes_total");
     for (size_t i = 0; i < 3; i++) {
         int fd = it_tcp_connect(FX.srv.port);
         it_write_all(fd, f, cuts[i]);
-        it_sleep_ms(20);
+        received += (double)cuts[i];
+        it_wait_metric(&FX.srv, "impresence_received_bytes_total", received, 5000 * IT_SLOW); /* read */
         close(fd);
     }
     free(f);
-    it_sleep_ms(100);
+    it_wait_metric(&FX.srv, "impresence_connections_open", 0, 5000 * IT_SLOW); /* the closes seen */
     cr_assert_not(it_rexists(FX.cache.port, 0, "user:route:71"), "a half frame was executed");
     expect_server_fine();
 }
@@ -369,9 +371,11 @@ IT(framing, frame_split_into_single_bytes_is_served)
     size_t len;
     uint8_t *f = it_frame(IT_SERVICE, "BindRoute", &b.base, &len);
     int fd = it_tcp_connect(FX.srv.port);
+    double received = it_metric_now(&FX.srv, "impresence_received_bytes_total");
     for (size_t i = 0; i < len; i++) {
         it_write_all(fd, f + i, 1);
-        it_sleep_ms(2);
+        /* Read before the next byte goes: the server really sees one byte at a time. */
+        it_wait_metric(&FX.srv, "impresence_received_bytes_total", received + (double)i + 1, 5000 * IT_SLOW);
     }
     uint8_t in[256];
     size_t have = 0;

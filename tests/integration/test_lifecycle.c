@@ -47,9 +47,10 @@ IT(lifecycle, sigterm_answers_requests_in_flight_then_exits_0)
         cr_assert_eq(pc_send(c, PR_METHOD_QUERY, &q.base), 0);
     }
     cr_assert_eq(pc_flush(c), 0);
-    it_sleep_ms(300 * IT_SLOW); /* the server has read them all and is waiting on Redis */
+    /* The server has read them all and they wait on Redis; then SIGTERM has taken effect. */
+    it_wait_metric(&FX.srv, "impresence_shard_inflight", N, 10000 * IT_SLOW);
     cr_assert_eq(kill(FX.srv.pid, SIGTERM), 0);
-    it_sleep_ms(200);
+    it_wait_shutting_down(&FX.srv, 10000 * IT_SLOW);
     it_redis_resume(&FX.cache);
     for (int uid = 1; uid <= N; uid++) {
         ProtobufCMessage *m = NULL;
@@ -367,31 +368,19 @@ static int thread_count(pid_t pid)
     return n;
 }
 
-static int settled_thread_count(pid_t pid)
-{
-    int last = thread_count(pid);
-    for (int i = 0; i < 20; i++) {
-        it_sleep_ms(25);
-        int now = thread_count(pid);
-        if (now == last && i >= 3)
-            break;
-        last = now;
-    }
-    return last;
-}
-
 IT(lifecycle, shards_flag_overrides_thread_count)
 {
     it_config_set(&FX.cfg, "presence_service", "thread_count", "1");
     fx_start_server();
-    int one = settled_thread_count(FX.srv.pid);
+    /* The server listens only once every thread exists: no need to wait for them to settle. */
+    int one = thread_count(FX.srv.pid);
     it_server_stop_clean(&FX.srv);
 
     const char *extra[] = {"--shards", "7", NULL};
     it_config_set(&FX.cfg, "presence_service", "port", "0");
     it_server_start(&FX.srv, &FX.cfg, extra);
-    int seven = settled_thread_count(FX.srv.pid);
-    cr_assert_geq(seven - one, 6, "--shards 7 over thread_count 1: %d threads vs %d", seven, one);
+    int seven = thread_count(FX.srv.pid);
+    cr_assert_eq(seven - one, 6, "--shards 7 over thread_count 1: %d threads vs %d", seven, one);
     struct pc_client *c = it_connect();
     Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:1");
     cr_assert_eq(b->result->code, MPIM__CODE__OK);
@@ -478,7 +467,8 @@ IT(lifecycle, connection_over_max_connections_is_closed_at_once)
 {
     it_config_set(&FX.cfg, "presence_service", "max_connections", "2");
     fx_start_server();
-    it_sleep_ms(200); /* the readiness probe's connection is gone by now */
+    /* The readiness probe's connection is gone (the metrics connection is not counted). */
+    it_wait_metric(&FX.srv, "impresence_connections_open", 0, 10000 * IT_SLOW);
     struct pc_client *a = it_connect();
     struct pc_client *b = it_connect();
     Mpim__QueryRouteResp *q = it_query(a, 1);

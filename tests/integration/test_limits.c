@@ -186,7 +186,10 @@ IT(limits, full_shard_queue_answers_overloaded_at_once_and_keeps_order)
         cr_assert_eq(pc_send(c, PR_METHOD_QUERY, &q.base), 0);
     }
     cr_assert_eq(pc_flush(c), 0);
-    it_sleep_ms(200 * IT_SLOW); /* all read; the first is held by the shard */
+    /* All read: the first is held by the hung Redis, the others were answered OVERLOADED. */
+    it_wait_metric(&FX.srv, "impresence_requests_total{method=\"QueryRoute\",code=\"OVERLOADED\"}", N - 1,
+                   10000 * IT_SLOW);
+    it_wait_metric(&FX.srv, "impresence_shard_inflight", 1, 10000 * IT_SLOW);
 
     /* Another connection is refused at once, not after the Redis timeout. */
     struct pc_client *other = it_connect();
@@ -370,7 +373,12 @@ IT(limits, idle_timeout_never_cuts_a_request_in_flight)
     req.user_id = 1;
     cr_assert_eq(pc_send(c, PR_METHOD_QUERY, &req.base), 0);
     cr_assert_eq(pc_flush(c), 0);
-    it_sleep_ms(2500);
+    it_wait_metric(&FX.srv, "impresence_shard_inflight", 1, 10000 * IT_SLOW);
+    /* A witness, quiet since after c's last byte: once the idle sweep has closed it, the sweep
+     * has also judged c, which had been quiet at least as long. */
+    int witness = it_tcp_connect(FX.srv.port);
+    cr_assert_eq(it_wait_closed(witness, 5000 * IT_SLOW), 1, "the idle witness was never closed");
+    close(witness);
     it_redis_resume(&FX.cache);
     Mpim__QueryRouteResp *q = (Mpim__QueryRouteResp *)it_recv(c, PR_METHOD_QUERY);
     cr_assert_eq(q->result->code, MPIM__CODE__OK, "got %s '%s'", pc_code_name(q->result->code),

@@ -693,7 +693,7 @@ IT(ops_redis, readyz_is_503_while_shutting_down)
     q.user_id = 1;
     cr_assert_eq(pc_send(c, PR_METHOD_QUERY, &q.base), 0);
     cr_assert_eq(pc_flush(c), 0);
-    it_sleep_ms(100 * IT_SLOW);
+    it_wait_metric(&FX.srv, "impresence_shard_inflight", 1, NOTICE_MS);
     cr_assert_eq(kill(FX.srv.pid, SIGTERM), 0);
     char *body = NULL;
     int status = it_http_wait_status(port, "/readyz", 503, NOTICE_MS, &body);
@@ -738,6 +738,49 @@ IT(ops_redis, sighup_reopens_the_log_file_after_rotation)
     /* Shutdown is logged to the new file. */
     it_server_stop_clean(&FX.srv);
     free(wait_file_holds(log, "stopped served=", 1000));
+}
+
+/* Whether the process's main thread blocks or catches sig (from /proc/PID/status); false once it
+ * has exited. */
+static bool signal_blocked_or_caught(pid_t pid, int sig)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    char *text = it_read_file(path);
+    if (text == NULL)
+        return false;
+    unsigned long long blk = 0, cgt = 0;
+    const char *b = strstr(text, "\nSigBlk:"), *c = strstr(text, "\nSigCgt:");
+    if (b != NULL)
+        blk = strtoull(b + 8, NULL, 16);
+    if (c != NULL)
+        cgt = strtoull(c + 8, NULL, 16);
+    free(text);
+    return ((blk | cgt) >> (sig - 1) & 1) != 0;
+}
+
+IT(ops_redis, sighup_during_start_up_is_held_not_fatal)
+{
+    /* SIGHUP's default action ends a process. From the first line of main the server holds it
+     * (blocked) until its handler runs in the acceptor loop: one that arrives while the server
+     * is starting must be acted on once it runs, not kill it. (Before main, in the dynamic
+     * loader, no process can do anything about it.) */
+    char log[PATH_MAX];
+    snprintf(log, sizeof(log), "%s", it_path("presence.log"));
+    it_config_set(&FX.cfg, "presence_service", "log_file", "%s", log);
+    it_config_set(&FX.cfg, "presence_service", "port", "%d", it_free_port());
+    pid_t pid = it_server_spawn(&FX.srv, &FX.cfg, NULL);
+    double deadline = it_mono_ms() + 10000.0 * IT_SLOW;
+    while (!signal_blocked_or_caught(pid, SIGHUP))
+        cr_assert_lt(it_mono_ms(), deadline, "the server never blocked or caught SIGHUP");
+    cr_assert_eq(kill(pid, SIGHUP), 0);
+    cr_assert_eq(it_server_wait_ready(&FX.srv, 10000 * IT_SLOW), 0, "a SIGHUP during start-up ended the server");
+    free(wait_file_holds(log, "SIGHUP: log file reopened", 5000 * IT_SLOW));
+    struct pc_client *c = it_connect();
+    Mpim__QueryRouteResp *q = it_query(c, 1);
+    cr_assert_eq(q->result->code, MPIM__CODE__NOT_FOUND);
+    it_free(q);
+    pc_close(c);
 }
 
 /* ----------------------------------------------------------- --check-config */

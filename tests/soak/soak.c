@@ -603,6 +603,7 @@ struct subscriber {
     bool failed;
     char why[256];
     _Atomic double deadline; /* 0: none yet */
+    _Atomic bool ready;      /* PSUBSCRIBE confirmed (or failed: see failed) */
 };
 
 static void *subscriber_main(void *arg)
@@ -613,11 +614,21 @@ static void *subscriber_main(void *arg)
     if (c == NULL || c->err) {
         snprintf(s->why, sizeof(s->why), "subscriber: connect: %s", c ? c->errstr : "oom");
         s->failed = true;
+        atomic_store(&s->ready, true);
         redisFree(c);
         return NULL;
     }
     redisReply *r = redisCommand(c, "PSUBSCRIBE user:*");
+    bool ok = r != NULL && r->type == REDIS_REPLY_ARRAY;
     freeReplyObject(r);
+    if (!ok) {
+        snprintf(s->why, sizeof(s->why), "subscriber: PSUBSCRIBE failed: %s", c->errstr);
+        s->failed = true;
+        atomic_store(&s->ready, true);
+        redisFree(c);
+        return NULL;
+    }
+    atomic_store(&s->ready, true);
     while (!s->got_end) {
         double deadline = atomic_load(&s->deadline);
         if (deadline != 0.0 && tp_mono_ms() > deadline)
@@ -843,7 +854,12 @@ int main(int argc, char **argv)
     struct subscriber sub = {.port = queue.port};
     if (pthread_create(&sub.thread, NULL, subscriber_main, &sub) != 0)
         die("pthread_create");
-    tp_sleep_ms(200); /* subscribed before the first Deliver */
+    /* Subscribed before the first Deliver. */
+    double sub_deadline = tp_mono_ms() + 10000;
+    while (!atomic_load(&sub.ready) && tp_mono_ms() < sub_deadline)
+        tp_sleep_ms(5);
+    if (!atomic_load(&sub.ready) || sub.failed)
+        die("subscriber not ready: %s", sub.why);
 
     static struct worker workers[NCONN];
     for (int i = 0; i < NCONN; i++) {
