@@ -111,9 +111,10 @@ static void answer(struct echo_server *e, struct echo_conn *c, const struct fram
         memcpy(out, e->canned[m], e->canned_len[m]);
         c->out_len += e->canned_len[m];
     } else {
+        static char unknown[] = "unknown method"; /* protobuf-c strings are char * */
         Mpim__Result bad = MPIM__RESULT__INIT;
         bad.code = MPIM__CODE__INVALID;
-        bad.msg = "unknown method";
+        bad.msg = unknown;
         Mpim__ErrorResp r = MPIM__ERROR_RESP__INIT;
         r.result = &bad;
         c->out_len += frame_of(out, &r.base);

@@ -119,7 +119,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (knobs & 0x10) {
                 Mpim__Result result = MPIM__RESULT__INIT;
                 Mpim__Stat stat = MPIM__STAT__INIT, *ptr = &stat;
-                stat.name = "impresence_up";
+                static char up[] = "impresence_up"; /* protobuf-c strings are char * */
+                stat.name = up;
                 stat.value = 1;
                 Mpim__StatsResp resp = MPIM__STATS_RESP__INIT;
                 resp.result = &result;

@@ -42,10 +42,11 @@ struct outcome {
 static void pack_stats(struct pr_request *req, size_t n)
 {
     Mpim__Result result = MPIM__RESULT__INIT;
+    static char name[] = "impresence_requests_total{method=\"Stats\",code=\"OK\"}"; /* protobuf-c: char * */
     Mpim__Stat items[4], *ptrs[4];
     for (size_t i = 0; i < n && i < 4; i++) {
         mpim__stat__init(&items[i]);
-        items[i].name = "impresence_requests_total{method=\"Stats\",code=\"OK\"}";
+        items[i].name = name;
         items[i].value = (double)i;
         ptrs[i] = &items[i];
     }

@@ -746,9 +746,10 @@ Test(codec, stats_packed_response_verbatim)
     cr_assert_eq(codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG), 0);
     Mpim__Result result = MPIM__RESULT__INIT;
     Mpim__Stat s1 = MPIM__STAT__INIT, s2 = MPIM__STAT__INIT;
-    s1.name = "impresence_requests_total{method=\"QueryRoute\",code=\"OK\"}";
+    char name1[] = "impresence_requests_total{method=\"QueryRoute\",code=\"OK\"}", name2[] = "impresence_connections";
+    s1.name = name1;
     s1.value = 42;
-    s2.name = "impresence_connections";
+    s2.name = name2;
     s2.value = 0.5;
     Mpim__Stat *items[] = {&s1, &s2};
     Mpim__StatsResp sr = MPIM__STATS_RESP__INIT;
