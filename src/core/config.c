@@ -12,7 +12,7 @@
 /* inih reads a line into a 200-byte buffer; a value must leave room for its key. */
 #define CONFIG_VALUE_MAX 180
 
-enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL };
+enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE };
 
 struct key_spec {
     const char *section;
@@ -28,7 +28,9 @@ struct key_spec {
 #define SIZE(sec, name, field, lo, hi) {sec, name, KEY_SIZE, OFF(field), 0, lo, hi}
 #define STR(sec, name, field) {sec, name, KEY_STRING, OFF(field), sizeof(((struct presence_conf *)0)->field), 0, 0}
 #define REDIS_KEYS(sec, r)                                                                         \
-    STR(sec, "host", r.host), INT(sec, "port", r.port, 1, 65535),                                 \
+    {sec, "mode", KEY_REDIS_MODE, OFF(r.mode), 0, 0, 0}, STR(sec, "nodes", r.nodes),              \
+        STR(sec, "master_name", r.master_name),                                                    \
+        STR(sec, "host", r.host), INT(sec, "port", r.port, 1, 65535),                             \
         INT(sec, "database", r.database, 0, 1000000), INT(sec, "timeout", r.timeout_ms, 1, 3600000), \
         STR(sec, "username", r.username), STR(sec, "password", r.password)
 
@@ -107,6 +109,8 @@ static int parse_number(const char *value, bool size_suffix, long long *out)
     return 0;
 }
 
+static const char *const redis_modes[] = {[REDIS_STANDALONE] = "standalone", [REDIS_SENTINEL] = "sentinel"};
+
 static const struct key_spec *find_key(const char *section, const char *key)
 {
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -142,6 +146,16 @@ static int apply(struct presence_conf *c, const char *section, const char *key, 
         *(int *)field = level;
         return 1;
     }
+    case KEY_REDIS_MODE:
+        for (int m = 0; m < (int)(sizeof(redis_modes) / sizeof(redis_modes[0])); m++) {
+            if (strcmp(value, redis_modes[m]) == 0) {
+                *(int *)field = m;
+                return 1;
+            }
+        }
+        snprintf(err, errlen, "'%s' is not one of standalone, sentinel%s", value,
+                 strcmp(value, "cluster") == 0 ? " (Redis Cluster support is not built yet)" : "");
+        return -1;
     case KEY_INT:
     case KEY_SIZE:
         if (parse_number(value, k->type == KEY_SIZE, &v) < 0 || v < k->min || v > k->max) {
@@ -171,6 +185,8 @@ int config_set(struct presence_conf *c, const char *section, const char *key, co
         snprintf(err, errlen, "[%s] %s: %s", section, key, why);
     return -1;
 }
+
+static int redis_conf_check(struct redis_conf *r, char *why, size_t len);
 
 /* inih hands us lines through this reader so that we know each key's line number. */
 struct load_ctx {
@@ -240,6 +256,32 @@ int config_load(struct presence_conf *c, const char *path, FILE *report, char *e
         snprintf(err, errlen, "%s:%d: syntax error", path, rc);
         return -1;
     }
+    char why[256];
+    for (int i = 0; i < 2; i++) {
+        const char *section = i ? "redis_queue" : "redis_cache";
+        if (redis_conf_check(i ? &c->queue : &c->cache, why, sizeof(why)) < 0) {
+            snprintf(err, errlen, "%s: [%s] %s", path, section, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* What one key cannot say alone: a sentinel section needs its sentinels and the master's name. */
+static int redis_conf_check(struct redis_conf *r, char *why, size_t len)
+{
+    r->nnodes = 0;
+    if (r->mode != REDIS_SENTINEL)
+        return 0;
+    if (r->master_name[0] == '\0') {
+        snprintf(why, len, "master_name: required with mode = sentinel");
+        return -1;
+    }
+    char err[200];
+    if (node_list_parse(r->nodes, r->node, NODE_LIST_MAX, &r->nnodes, err, sizeof(err)) < 0) {
+        snprintf(why, len, "nodes: %s (mode = sentinel needs the sentinels as host:port,...)", err);
+        return -1;
+    }
     return 0;
 }
 
@@ -266,6 +308,9 @@ void config_print(const struct presence_conf *c, FILE *out)
             break;
         case KEY_LOG_LEVEL:
             fprintf(out, "%s = %s\n", k->key, log_level_name(*(const int *)field));
+            break;
+        case KEY_REDIS_MODE:
+            fprintf(out, "%s = %s\n", k->key, redis_modes[*(const int *)field]);
             break;
         }
     }

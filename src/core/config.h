@@ -6,9 +6,22 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "core/node_list.h"
+
+/* How a section finds its Redis (contract §10). */
+enum redis_mode {
+    REDIS_STANDALONE, /* host:port */
+    REDIS_SENTINEL,   /* the master named master_name, as the sentinels in nodes report it */
+};
+
 struct redis_conf {
-    char host[256];      /* Redis server address */
+    int mode;            /* enum redis_mode */
+    char host[256];      /* Redis server address (standalone) */
     int port;            /* its TCP port */
+    char nodes[181];     /* sentinel: the sentinels, "host:port,..." (as written) */
+    struct cluster_addr node[NODE_LIST_MAX]; /* ... parsed when the file is loaded */
+    int nnodes;
+    char master_name[128]; /* sentinel: the monitored master's name */
     int database;        /* SELECTed on connect */
     int timeout_ms;      /* per-request deadline and connect timeout */
     char username[128];  /* ACL user for AUTH; empty: password-only AUTH */

@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@
 #define PROBE_MAX 0.5 /* seconds: the longest an UP link goes without sending (see probe_interval) */
 
 static void link_connect(struct redis_link *link);
+static void link_teardown(struct redis_link *link);
 
 /* The one place the state changes, so the `up` gauge always agrees with it. */
 static void link_set_state(struct redis_link *link, enum link_state state)
@@ -76,6 +78,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (r == NULL) /* we tore the connection down (ac cleared first), or hiredis is freeing it */
         status = link->ac == NULL ? link->fail_status : loss_status(link);
     p.fn(link, status, r, p.priv);
+    /* A master demoted under us (a sentinel failover): find the new one. */
+    redisReply *reply = r;
+    if (link->conf->mode == REDIS_SENTINEL && reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "READONLY", 8) == 0 && link->ac != NULL) {
+        log_limited(&link->log_lim, LOG_WARN, "redis master became a replica, asking the sentinels role=%s addr=%s:%d",
+                    link->role, link->host, link->port);
+        link_teardown(link);
+    }
 }
 
 static void schedule_reconnect(struct redis_link *link)
@@ -141,7 +151,7 @@ static void link_ready(struct redis_link *link)
         counter_add(&link->reconnects, 1);
     link->ever_up = true;
     probe_arm(link, probe_interval(link));
-    log_info("redis connected role=%s addr=%s:%d", link->role, link->conf->host, link->conf->port);
+    log_info("redis connected role=%s addr=%s:%d", link->role, link->host, link->port);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -153,7 +163,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         /* hiredis frees ac after we return, answering queued commands: never sent. */
         counter_add(&link->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis connect failed role=%s addr=%s:%d error=\"%s\"", link->role,
-                    link->conf->host, link->conf->port, ac->errstr);
+                    link->host, link->port, ac->errstr);
         link_mark_down(link);
         return;
     }
@@ -169,7 +179,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         return; /* our own teardown: already handled */
     counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis connection lost role=%s addr=%s:%d error=\"%s\"", link->role,
-                link->conf->host, link->conf->port, ac->errstr ? ac->errstr : "closed");
+                link->host, link->port, ac->errstr ? ac->errstr : "closed");
     /* Connected, so the pending commands were sent: LINK_LOST, before or after this callback. */
     link_mark_down(link);
 }
@@ -180,6 +190,19 @@ static void on_setup_reply(struct redis_link *link, enum link_status status, red
     const char *what = priv;
     if (status != LINK_REPLY)
         return;
+    if (strcmp(what, "ROLE") == 0 && reply->type != REDIS_REPLY_ERROR) {
+        /* The sentinels' answer may be stale (a failover under way): only a master will do. */
+        bool master = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                      reply->element[0]->type == REDIS_REPLY_STRING && strcmp(reply->element[0]->str, "master") == 0;
+        if (master)
+            return;
+        counter_add(&link->errors, 1);
+        log_limited(&link->log_lim, LOG_WARN, "redis is not a master, asking the sentinels again role=%s addr=%s:%d",
+                    link->role, link->host, link->port);
+        if (link->ac != NULL)
+            link_teardown(link);
+        return;
+    }
     if (reply->type != REDIS_REPLY_ERROR) {
         if (strcmp(what, "SELECT") == 0 && link->state == LINK_SETUP) /* SELECT goes last */
             link_ready(link);
@@ -206,7 +229,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     }
     counter_add(&link->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis timeout, reconnecting role=%s addr=%s:%d timeout_ms=%d",
-                link->role, link->conf->host, link->conf->port, link->conf->timeout_ms);
+                link->role, link->host, link->port, link->conf->timeout_ms);
     link_teardown(link);
 }
 
@@ -302,15 +325,14 @@ static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
         probe_arm(link, next - now);
 }
 
-static void link_connect(struct redis_link *link)
+/* Connect to link->host:link->port and queue the set-up. */
+static void link_connect_now(struct redis_link *link)
 {
-    if (link->stopping || link->ac != NULL)
-        return;
-    redisAsyncContext *ac = redisAsyncConnect(link->conf->host, link->conf->port);
+    redisAsyncContext *ac = redisAsyncConnect(link->host, link->port);
     if (ac == NULL || ac->err) {
         counter_add(&link->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis connect failed role=%s addr=%s:%d error=\"%s\"", link->role,
-                    link->conf->host, link->conf->port, ac ? ac->errstr : "out of memory");
+                    link->host, link->port, ac ? ac->errstr : "out of memory");
         if (ac != NULL)
             redisAsyncFree(ac);
         schedule_reconnect(link);
@@ -332,6 +354,8 @@ static void link_connect(struct redis_link *link)
         else
             setup_command(link, "AUTH", "AUTH %s", c->password);
     }
+    if (c->mode == REDIS_SENTINEL)
+        setup_command(link, "ROLE", "ROLE");
     if (setup_command(link, "SELECT", "SELECT %d", c->database) < 0) {
         /* Without SELECT the link would never come UP, nor time out: start over. */
         counter_add(&link->errors, 1);
@@ -340,6 +364,52 @@ static void link_connect(struct redis_link *link)
     }
     if (link->on_setup != NULL)
         link->on_setup(link);
+}
+
+/* The sentinels named the master (host NULL: none did). */
+static void on_master_found(void *owner, const char *host, int port)
+{
+    struct redis_link *link = owner;
+    link->finding = false;
+    if (link->stopping || link->ac != NULL)
+        return;
+    if (host == NULL) {
+        counter_add(&link->errors, 1);
+        schedule_reconnect(link);
+        return;
+    }
+    snprintf(link->host, sizeof(link->host), "%s", host);
+    link->port = port;
+    link_connect_now(link);
+}
+
+/* The sentinels promoted another master: leave this one now rather than when it fails. */
+static void on_master_switched(void *owner, const char *host, int port)
+{
+    struct redis_link *link = owner;
+    if (link->stopping || link->finding)
+        return; /* the answer on its way is asked after the switch */
+    link->backoff = BACKOFF_MIN; /* not a failure of ours: come back at once */
+    if (link->ac == NULL) {
+        /* Down and waiting out its backoff (the old master is gone): no need to wait. */
+        ev_timer_stop(link->loop, &link->reconnect_timer);
+        link_connect(link);
+    } else if (strcmp(host, link->host) != 0 || port != link->port) {
+        link_teardown(link);
+    }
+}
+
+static void link_connect(struct redis_link *link)
+{
+    if (link->stopping || link->ac != NULL || link->finding)
+        return;
+    if (link->conf->mode == REDIS_SENTINEL) {
+        /* Asked again on every connect: a failover may have happened while we were away. */
+        link->finding = true;
+        sentinel_find_master(&link->sentinel);
+        return;
+    }
+    link_connect_now(link);
 }
 
 int link_init(struct redis_link *link, const char *role, const struct redis_conf *conf,
@@ -351,6 +421,9 @@ int link_init(struct redis_link *link, const char *role, const struct redis_conf
     link->loop = loop;
     link->owner = owner;
     link->on_setup = on_setup;
+    snprintf(link->host, sizeof(link->host), "%s", conf->host);
+    link->port = conf->port;
+    sentinel_init(&link->sentinel, role, conf, loop, link, on_master_found, on_master_switched);
     link->backoff = BACKOFF_MIN;
     link->fail_status = LINK_LOST;
     link->seed = (unsigned int)(uintptr_t)link;
@@ -369,6 +442,8 @@ int link_init(struct redis_link *link, const char *role, const struct redis_conf
 
 void link_start(struct redis_link *link)
 {
+    if (link->conf->mode == REDIS_SENTINEL)
+        sentinel_watch(&link->sentinel);
     link_connect(link);
 }
 
@@ -376,6 +451,7 @@ void link_stop(struct redis_link *link)
 {
     link->stopping = true;
     ev_timer_stop(link->loop, &link->reconnect_timer);
+    sentinel_stop(&link->sentinel);
     if (link->ac != NULL)
         link_teardown(link);
 }

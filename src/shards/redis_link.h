@@ -14,6 +14,8 @@
  *  - reconnection by itself with capped exponential backoff and jitter; while down, commands
  *    are refused at once (link_command returns -1) instead of queueing without bound;
  *  - AUTH and SELECT on every (re)connect, before anything else is sent;
+ *  - mode = sentinel: before every connect, the master's address from the sentinels; after it,
+ *    ROLE must say master; a READONLY reply or a +switch-master announcement reconnects;
  *  - for each reply, whether a missing reply means "certainly not executed" (LINK_NOT_SENT:
  *    the connection never came up) or "outcome unknown" (LINK_LOST), so callers know when a
  *    retry is safe. */
@@ -29,6 +31,7 @@
 #include "core/config.h"
 #include "core/counter.h"
 #include "core/log.h"
+#include "shards/sentinel.h"
 
 enum link_state {
     LINK_DOWN,       /* no connection; commands are refused */
@@ -59,6 +62,10 @@ struct link_pending {
 struct redis_link {
     const char *role;               /* "cache" or "queue", for logs */
     const struct redis_conf *conf;  /* address, database, timeout, credentials */
+    char host[CLUSTER_HOST_MAX];       /* the Redis connected to: conf's, or the master a sentinel named */
+    int port;
+    struct sentinel sentinel;       /* mode = sentinel: finds and watches the master */
+    bool finding;                   /* waiting for the sentinels' answer before connecting */
     struct ev_loop *loop;           /* the owning shard's loop */
     void *owner;                    /* the owning shard */
     link_setup_fn *on_setup;        /* owner's per-connection setup, may be NULL */

@@ -67,6 +67,9 @@ static void assert_redis_eq(const struct redis_conf *a, const struct redis_conf 
     cr_assert_eq(a->timeout_ms, b->timeout_ms, "%s timeout", which);
     cr_assert_str_eq(a->username, b->username, "%s username", which);
     cr_assert_str_eq(a->password, b->password, "%s password", which);
+    cr_assert_eq(a->mode, b->mode, "%s mode", which);
+    cr_assert_str_eq(a->nodes, b->nodes, "%s nodes", which);
+    cr_assert_str_eq(a->master_name, b->master_name, "%s master_name", which);
 }
 
 static void assert_conf_eq(const struct presence_conf *a, const struct presence_conf *b)
@@ -488,6 +491,9 @@ Test(config, print_round_trip)
     a.queue.database = 6;
     a.queue.timeout_ms = 2500;
     strcpy(a.queue.username, "queueuser");
+    a.queue.mode = REDIS_SENTINEL;
+    strcpy(a.queue.nodes, "10.0.0.1:26379,10.0.0.2:26379");
+    strcpy(a.queue.master_name, "presence-queue");
 
     char *text = NULL;
     size_t len = 0;
@@ -562,4 +568,46 @@ Test(config, long_lines_are_refused_with_their_line_number)
     cr_assert_not_null(strstr(err, ":3: line longer than"), "%s", err);
     free(text);
     expect_no_leaks();
+}
+
+/* ------------------------------------------------------------------ sentinel (contract §10) */
+
+Test(config, sentinel_mode_parses_its_sentinels)
+{
+    struct presence_conf c;
+    config_defaults(&c);
+    cr_assert_eq(c.cache.mode, REDIS_STANDALONE, "standalone by default");
+    char err[512];
+    cr_assert_eq(load_text(&c,
+                           "[redis_cache]\nmode = sentinel\nmaster_name = mymaster\n"
+                           "nodes = 127.0.0.1:26379, 127.0.0.1:26380,[::1]:26381\n",
+                           err, sizeof(err), NULL),
+                 0, "%s", err);
+    cr_assert_eq(c.cache.mode, REDIS_SENTINEL);
+    cr_assert_str_eq(c.cache.master_name, "mymaster");
+    cr_assert_eq(c.cache.nnodes, 3);
+    cr_assert_str_eq(c.cache.node[2].host, "::1");
+    cr_assert_eq(c.cache.node[2].port, 26381);
+    cr_assert_eq(c.queue.mode, REDIS_STANDALONE, "the other section keeps its own mode");
+}
+
+Test(config, sentinel_mode_needs_sentinels_and_a_master_name)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[redis_cache]\nmode = sentinel\nnodes = 127.0.0.1:26379\n", "[redis_cache] master_name"},
+        {"[redis_queue]\nmode = sentinel\nmaster_name = m\n", "[redis_queue] nodes"},
+        {"[redis_cache]\nmode = sentinel\nmaster_name = m\nnodes = 127.0.0.1\n", "is not host:port"},
+        {"[redis_cache]\nmode = sentinel\nmaster_name = m\nnodes = a:1,b:70000\n", "port"},
+        {"[redis_cache]\nmode = replica\n", "'replica' is not one of standalone, sentinel"},
+        {"[redis_queue]\nmode = cluster\n", "not built yet"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct presence_conf c;
+        config_defaults(&c);
+        char err[512];
+        cr_assert_eq(load_text(&c, cases[i].text, err, sizeof(err), NULL), -1, "accepted:\n%s", cases[i].text);
+        cr_assert_not_null(strstr(err, cases[i].want), "error '%s' does not say '%s'", err, cases[i].want);
+    }
 }
