@@ -26,9 +26,7 @@ const char *tp_error(void)
 }
 
 /* Record why a call failed; keeps errno. */
-static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void set_error(const char *fmt, ...)
+void tp_set_error(const char *fmt, ...)
 {
     int e = errno;
     va_list ap;
@@ -37,6 +35,8 @@ static void set_error(const char *fmt, ...)
     va_end(ap);
     errno = e;
 }
+
+#define set_error tp_set_error
 
 /* ------------------------------------------------------------------- time */
 
@@ -365,23 +365,15 @@ static int redis_spawn(struct tp_redis *r)
 {
     char port[16];
     snprintf(port, sizeof(port), "%d", r->port);
-    const char *argv[32] = {REDIS_SERVER_BIN,
-                            "--port",
-                            port,
-                            "--bind",
-                            "127.0.0.1",
-                            "--save",
-                            "",
-                            "--appendonly",
-                            "no",
-                            "--dir",
-                            r->dir,
-                            "--daemonize",
-                            "no",
-                            "--protected-mode",
-                            "no"};
-    int n = 15;
-    for (int i = 0; r->extra_args != NULL && r->extra_args[i] != NULL && n < 31; i++)
+    const char *argv[33] = {REDIS_SERVER_BIN};
+    int n = 1;
+    if (r->conf != NULL)
+        argv[n++] = r->conf;
+    const char *common[] = {"--port", port,  "--bind",      "127.0.0.1", "--save", "", "--appendonly", "no",
+                            "--dir",  r->dir, "--daemonize", "no",        "--protected-mode", "no"};
+    for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+        argv[n++] = common[i];
+    for (int i = 0; r->extra_args != NULL && r->extra_args[i] != NULL && n < 32; i++)
         argv[n++] = r->extra_args[i];
     argv[n] = NULL;
     r->pid = tp_spawn(argv, r->log, NULL);

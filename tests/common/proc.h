@@ -17,6 +17,8 @@
 
 /* Why the last failing tp_ call failed, e.g. "open /tmp/x/server.log: No such file or directory". */
 const char *tp_error(void);
+/* Set that reason (for the other tests/common files); keeps errno. */
+void tp_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ------------------------------------------------------------------- time */
 
@@ -75,6 +77,7 @@ struct tp_redis {
     char dir[PATH_MAX];            /* its --dir */
     char log[PATH_MAX];            /* its stdout/stderr */
     const char *const *extra_args; /* more redis-server arguments, NULL-terminated; NULL: none */
+    const char *conf;              /* config file, the first argument (a sentinel needs one); NULL: none */
     int ready_ms;                  /* how long a start waits for PING */
 };
 

@@ -281,6 +281,38 @@ void it_redis_resume(struct tp_redis *r)
     cr_assert_eq(tp_redis_resume(r), 0);
 }
 
+/* A failed start gets no runner report (it may run in .init): show the logs here. */
+static int print_deploy_log(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    if (flag == FTW_F && strstr(path + ftw->base, ".log") != NULL)
+        tp_print_tail(path, 15);
+    return 0;
+}
+
+void it_cluster_start(struct tp_cluster *c, int masters, int replicas_per_master)
+{
+    c->slow = IT_SLOW;
+    if (tp_cluster_start(c, it_dir(), masters, replicas_per_master) == 0)
+        return;
+    char why[PATH_MAX + 128];
+    snprintf(why, sizeof(why), "%s", tp_error());
+    nftw(c->dir, print_deploy_log, 16, FTW_PHYS);
+    cr_assert_fail("Redis Cluster (%d masters, %d replicas each) did not start: %s", masters,
+                   replicas_per_master, why);
+}
+
+void it_sentinel_start(struct tp_sentinel_set *s, const char *name)
+{
+    s->slow = IT_SLOW;
+    if (tp_sentinel_start(s, it_dir(), name) == 0)
+        return;
+    char why[PATH_MAX + 128];
+    snprintf(why, sizeof(why), "%s", tp_error());
+    nftw(s->dir, print_deploy_log, 16, FTW_PHYS);
+    cr_assert_fail("Sentinel set did not start: %s", why);
+}
+
 /* -------------------------------------------------------------------- config */
 
 static struct it_kv *find_kv(struct it_config *c, const char *section, const char *key)
@@ -502,6 +534,41 @@ void fx_init_split(void)
     it_config_defaults(&FX.cfg, FX.cache.port, FX.queue.port);
 }
 
+void fx_init_cluster(void)
+{
+    fx_common();
+    it_cluster_start(&FX.cluster, 3, 1);
+    int first = FX.cluster.node[0].r.port;
+    it_config_defaults(&FX.cfg, first, first);
+    char nodes[TP_CLUSTER_MAX_NODES * 24];
+    cr_assert_eq(tp_cluster_nodes(&FX.cluster, nodes, sizeof(nodes)), 0, "%s", tp_error());
+    static const char *const sections[] = {"redis_cache", "redis_queue"};
+    for (int i = 0; i < 2; i++) {
+        it_config_unset(&FX.cfg, sections[i], "host");
+        it_config_unset(&FX.cfg, sections[i], "port");
+        it_config_set(&FX.cfg, sections[i], "mode", "cluster");
+        it_config_set(&FX.cfg, sections[i], "nodes", "%s", nodes);
+        it_config_set(&FX.cfg, sections[i], "database", "0");
+    }
+}
+
+void fx_init_sentinel(void)
+{
+    fx_common();
+    it_sentinel_start(&FX.sentinel, "presence");
+    it_config_defaults(&FX.cfg, FX.sentinel.master.port, FX.sentinel.master.port);
+    char nodes[TP_SENTINELS * 24];
+    cr_assert_eq(tp_sentinel_nodes(&FX.sentinel, nodes, sizeof(nodes)), 0, "%s", tp_error());
+    static const char *const sections[] = {"redis_cache", "redis_queue"};
+    for (int i = 0; i < 2; i++) {
+        it_config_unset(&FX.cfg, sections[i], "host");
+        it_config_unset(&FX.cfg, sections[i], "port");
+        it_config_set(&FX.cfg, sections[i], "mode", "sentinel");
+        it_config_set(&FX.cfg, sections[i], "nodes", "%s", nodes);
+        it_config_set(&FX.cfg, sections[i], "master_name", "%s", FX.sentinel.name);
+    }
+}
+
 void fx_start_server(void)
 {
     it_server_start(&FX.srv, &FX.cfg, NULL);
@@ -519,7 +586,10 @@ void fx_fini(void)
         tp_kill_reap(FX.srv.pid);
         FX.srv.pid = 0;
     }
-    /* The Redis servers get a clean SIGTERM below. */
+    /* The Redis servers get a clean SIGTERM below; a cluster or sentinel set first, before
+     * tp_kill_all could reap their pids under them. */
+    tp_cluster_stop(&FX.cluster);
+    tp_sentinel_stop(&FX.sentinel);
     const pid_t keep[] = {FX.cache.pid, FX.queue.pid};
     tp_kill_all(keep, 2);
     it_redis_stop(&FX.cache);
@@ -991,8 +1061,8 @@ static int sub_read(struct it_sub *s, redisReply **out, int timeout_ms)
             return 1;
         }
         int left = (int)(deadline - it_mono_ms());
-        if (left <= 0)
-            return 0;
+        if (left < 0)
+            left = 0; /* one look at the socket even then: a timeout of 0 means "what is there now" */
         struct pollfd p = {.fd = s->c->fd, .events = POLLIN};
         int n = poll(&p, 1, left);
         if (n < 0 && errno == EINTR)
@@ -1087,4 +1157,18 @@ void it_sub_close(struct it_sub *s)
         return;
     redisFree(s->c);
     free(s);
+}
+
+char *it_wait_file_holds(const char *path, const char *needle, int timeout_ms)
+{
+    double deadline = it_mono_ms() + timeout_ms;
+    for (;;) {
+        char *text = it_read_file(path);
+        if (text != NULL && strstr(text, needle) != NULL)
+            return text;
+        cr_assert_lt(it_mono_ms(), deadline, "%s never showed '%s'; it holds:\n%s", path, needle,
+                     text != NULL ? text : "(nothing)");
+        free(text);
+        it_sleep_ms(20);
+    }
 }

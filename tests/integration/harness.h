@@ -23,6 +23,7 @@
 
 #include "client/presence_client.h"
 #include "core/request.h"
+#include "cluster.h"
 #include "presence.pb-c.h"
 #include "proc.h"
 
@@ -70,6 +71,11 @@ void it_redis_kill(struct tp_redis *r);
 /* SIGSTOP / SIGCONT: a hung Redis whose port still accepts connections. */
 void it_redis_pause(struct tp_redis *r);
 void it_redis_resume(struct tp_redis *r);
+
+/* A settled Redis Cluster / Sentinel set in it_dir() (tests/common/cluster.h), deadlines scaled
+ * by IT_SLOW; asserts, printing the logs that say why. Stopped by fx_fini if in FX. */
+void it_cluster_start(struct tp_cluster *c, int masters, int replicas_per_master);
+void it_sentinel_start(struct tp_sentinel_set *s, const char *name);
 
 #define IT_MAX_KV 64
 
@@ -138,6 +144,8 @@ struct it_fixture {
     struct tp_redis cache; /* always started by the fx_init_* */
     struct tp_redis queue; /* started only by fx_init_split (else pid 0, port = cache.port) */
     struct it_server srv;  /* the server under test */
+    struct tp_cluster cluster;       /* started only by fx_init_cluster (else n = 0) */
+    struct tp_sentinel_set sentinel; /* started only by fx_init_sentinel (else no pids) */
     struct it_config cfg;  /* what fx_start_server starts it with */
 };
 extern struct it_fixture FX;
@@ -153,6 +161,11 @@ const char *it_path(const char *name);
 void fx_init_server(void);
 void fx_init_redis(void);
 void fx_init_split(void);
+/* A 3-master + 3-replica cluster, FX.cfg set for it (§10: mode = cluster, nodes, database 0 in
+ * both sections); a 1 master + 1 replica + 3 sentinel set watching "presence", FX.cfg set for it
+ * (mode = sentinel, nodes = the sentinels, master_name). No server yet: fx_start_server. */
+void fx_init_cluster(void);
+void fx_init_sentinel(void);
 void fx_start_server(void);
 /* .fini: kill everything this worker started. */
 void fx_fini(void);
@@ -271,5 +284,7 @@ void it_sleep_ms(int ms);
 
 /* Read a whole file (malloc'd, NUL-terminated; NULL if unreadable). */
 char *it_read_file(const char *path);
+/* Wait until the file at path holds needle; returns its text (malloc'd). Asserts within timeout_ms. */
+char *it_wait_file_holds(const char *path, const char *needle, int timeout_ms);
 
 #endif

@@ -539,21 +539,6 @@ IT(ops, cli_stats_prints_a_table_of_the_series_and_exits_0)
     free(err);
 }
 
-/* Wait until the file at path holds needle; returns its text (caller frees). */
-static char *wait_file_holds(const char *path, const char *needle, int timeout_ms)
-{
-    double deadline = it_mono_ms() + timeout_ms;
-    for (;;) {
-        char *text = it_read_file(path);
-        if (text != NULL && strstr(text, needle) != NULL)
-            return text;
-        cr_assert_lt(it_mono_ms(), deadline, "%s never showed '%s'; it holds:\n%s", path, needle,
-                     text != NULL ? text : "(nothing)");
-        free(text);
-        it_sleep_ms(20);
-    }
-}
-
 static pid_t spawn_watch(const char *out, const char *const *watch_args)
 {
     char redis[32], port[16];
@@ -580,7 +565,7 @@ IT(ops, cli_watch_prints_route_and_offline_lines_then_exits_0)
     const char *out = it_path("watch.out");
     static const char *const args[] = {"-n", "2", "42", NULL};
     pid_t pid = spawn_watch(out, args);
-    free(wait_file_holds(out, "watching", 5000 * IT_SLOW));
+    free(it_wait_file_holds(out, "watching", 5000 * IT_SLOW));
 
     struct pc_client *c = it_connect();
     Mpim__BindRouteResp *b = it_bind(c, 42, "gw-a:7000");
@@ -607,7 +592,7 @@ IT(ops, cli_watch_without_uid_announces_only_the_route_channel)
     const char *out = it_path("watch.out");
     static const char *const args[] = {"-n", "1", NULL};
     pid_t pid = spawn_watch(out, args);
-    char *text = wait_file_holds(out, "watching", 5000 * IT_SLOW);
+    char *text = it_wait_file_holds(out, "watching", 5000 * IT_SLOW);
     char want[96];
     snprintf(want, sizeof(want), "watching presence:route on 127.0.0.1:%d\n", FX.queue.port);
     cr_assert_not_null(strstr(text, want), "first line '%s', want '%s'", text, want);
@@ -719,10 +704,10 @@ IT(ops_redis, sighup_reopens_the_log_file_after_rotation)
     snprintf(rotated, sizeof(rotated), "%s", it_path("presence.log.1"));
     it_config_set(&FX.cfg, "presence_service", "log_file", "%s", log);
     fx_start_server();
-    free(wait_file_holds(log, "listening on", 5000 * IT_SLOW));
+    free(it_wait_file_holds(log, "listening on", 5000 * IT_SLOW));
     cr_assert_eq(rename(log, rotated), 0);
     cr_assert_eq(kill(FX.srv.pid, SIGHUP), 0);
-    char *text = wait_file_holds(log, "SIGHUP: log file reopened", 5000 * IT_SLOW);
+    char *text = it_wait_file_holds(log, "SIGHUP: log file reopened", 5000 * IT_SLOW);
     cr_assert_null(strstr(text, "listening on"), "the new log file holds the old lines:\n%s", text);
     free(text);
     /* Still serving, and the old file got nothing more. */
@@ -737,7 +722,7 @@ IT(ops_redis, sighup_reopens_the_log_file_after_rotation)
     free(text);
     /* Shutdown is logged to the new file. */
     it_server_stop_clean(&FX.srv);
-    free(wait_file_holds(log, "stopped served=", 1000));
+    free(it_wait_file_holds(log, "stopped served=", 1000));
 }
 
 /* Whether the process's main thread blocks or catches sig (from /proc/PID/status); false once it
@@ -775,7 +760,7 @@ IT(ops_redis, sighup_during_start_up_is_held_not_fatal)
         cr_assert_lt(it_mono_ms(), deadline, "the server never blocked or caught SIGHUP");
     cr_assert_eq(kill(pid, SIGHUP), 0);
     cr_assert_eq(it_server_wait_ready(&FX.srv, 10000 * IT_SLOW), 0, "a SIGHUP during start-up ended the server");
-    free(wait_file_holds(log, "SIGHUP: log file reopened", 5000 * IT_SLOW));
+    free(it_wait_file_holds(log, "SIGHUP: log file reopened", 5000 * IT_SLOW));
     struct pc_client *c = it_connect();
     Mpim__QueryRouteResp *q = it_query(c, 1);
     cr_assert_eq(q->result->code, MPIM__CODE__NOT_FOUND);

@@ -1,0 +1,180 @@
+/* mode = sentinel (contract §10): the server finds the master through real sentinels (1 master,
+ * 1 replica, 3 sentinels started by the test), follows a manual failover and the death of the
+ * master under load, and answers UNAVAILABLE, logged, while no sentinel names a master. */
+#include <string.h>
+
+#include "harness.h"
+
+TestSuite(sentinel, .init = fx_init_sentinel, .fini = fx_fini, .timeout = IT_TIMEOUT);
+TestSuite(sentinel_bad, .init = fx_init_redis, .fini = fx_fini, .timeout = IT_TIMEOUT);
+
+/* The master the sentinels name now. */
+static int master_port(void)
+{
+    int port = 0;
+    cr_assert_eq(tp_sentinel_master(&FX.sentinel, &port), 0, "no sentinel names the master: %s", tp_error());
+    return port;
+}
+
+/* Bind and Query users 1..50 in turn on c (they span every shard) until, after the sentinels
+ * announced a new master (seen on sub), 50 Binds in a row are answered OK by it. Every Bind on the
+ * way is OK or UNAVAILABLE, and a Query that is OK names its own user's gateway. Returns ms from
+ * the announcement to the first Bind of that run. */
+static double serve_through_failover(struct pc_client *c, struct it_sub *sub, int old_master)
+{
+    double announced = -1, run_start = -1, deadline = it_mono_ms() + 30000.0 * IT_SLOW;
+    int unavailable = 0, run = 0;
+    for (int i = 0; run < 50; i++) {
+        cr_assert_lt(it_mono_ms(), deadline, "not served by a new master within the deadline (announced: %s)",
+                     announced < 0 ? "no" : "yes");
+        struct it_msg m;
+        if (announced < 0 && it_sub_next(sub, &m, 0) == 1) {
+            cr_assert_not_null(strstr(m.data, "presence 127.0.0.1"), "+switch-master '%s'", m.data);
+            free(m.data);
+            announced = it_mono_ms();
+        }
+        int64_t uid = 1 + i % 50;
+        char gw[32];
+        snprintf(gw, sizeof(gw), "gw-%lld:%d", (long long)uid, i);
+        double t = it_mono_ms();
+        Mpim__BindRouteResp *b = it_bind(c, uid, gw);
+        int code = b->result->code;
+        cr_assert(code == MPIM__CODE__OK || code == MPIM__CODE__UNAVAILABLE, "Bind during failover: %s '%s'",
+                  pc_code_name(code), b->result->msg);
+        it_free(b);
+        Mpim__QueryRouteResp *q = it_query(c, uid);
+        /* NOT_FOUND: this user's Binds so far failed, or were lost with the master (asynchronous
+         * replication: wait_replicas is the guard, not built yet). */
+        cr_assert(q->result->code == MPIM__CODE__OK || q->result->code == MPIM__CODE__UNAVAILABLE ||
+                      q->result->code == MPIM__CODE__NOT_FOUND,
+                  "Query during failover: %s '%s'", pc_code_name(q->result->code), q->result->msg);
+        if (q->result->code == MPIM__CODE__OK) {
+            char want[32];
+            int n = snprintf(want, sizeof(want), "gw-%lld:", (long long)uid);
+            cr_assert(q->gateway_addr.len > (size_t)n && memcmp(q->gateway_addr.data, want, (size_t)n) == 0,
+                      "user %lld got another user's route '%.*s'", (long long)uid, (int)q->gateway_addr.len,
+                      q->gateway_addr.data);
+        }
+        it_free(q);
+        unavailable += code != MPIM__CODE__OK;
+        if (announced < 0 || code != MPIM__CODE__OK) {
+            run = 0;
+            continue;
+        }
+        if (run++ == 0)
+            run_start = t;
+    }
+    int port = master_port();
+    cr_assert_neq(port, old_master, "the sentinels still name the old master");
+    char key[32];
+    snprintf(key, sizeof(key), "user:route:%d", 1);
+    cr_assert(it_rexists(port, 0, key), "the last Binds did not reach the new master :%d", port);
+    double ms = run_start > announced ? run_start - announced : 0;
+    cr_log_info("every shard served by the new master %.0f ms after +switch-master; %d Binds UNAVAILABLE on the way",
+                ms, unavailable);
+    return ms;
+}
+
+/* After a failover: writes reach the new master, and so do Deliver's publishes. */
+static void expect_served_by(struct pc_client *c, int port)
+{
+    Mpim__BindRouteResp *b = it_bind(c, 100, "gw-100:1");
+    cr_assert_eq(b->result->code, MPIM__CODE__OK, "Bind after the failover: %s '%s'", pc_code_name(b->result->code),
+                 b->result->msg);
+    it_free(b);
+    char *route = it_rget(port, 0, "user:route:100", NULL);
+    cr_assert_not_null(route, "the Bind did not reach the new master :%d", port);
+    cr_assert_str_eq(route, "gw-100:1");
+    free(route);
+    const char *ch[] = {"user:100", NULL};
+    struct it_sub *s = it_sub_open(port, ch);
+    Mpim__DeliverResp *d = it_deliver(c, 100, "after", 5, NULL);
+    cr_assert_eq(d->result->code, MPIM__CODE__OK, "Deliver after the failover: %s '%s'",
+                 pc_code_name(d->result->code), d->result->msg);
+    cr_assert(d->delivered, "the publish did not reach the new master's subscriber");
+    it_free(d);
+    it_sub_expect(s, "user:100", "after", 5);
+    it_sub_close(s);
+}
+
+/* Serve on the master the sentinels name, make them fail over (cause), keep serving through it:
+ * every shard is served by the new master within 2 s of +switch-master (contract §10), and
+ * writes and publishes reach the new master. */
+static void failover_under_load(void (*cause)(int old_master))
+{
+    fx_start_server();
+    struct pc_client *c = it_connect();
+    int old_master = master_port();
+    cr_assert_eq(old_master, FX.sentinel.master.port);
+    Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:0");
+    cr_assert_eq(b->result->code, MPIM__CODE__OK, "%s '%s'", pc_code_name(b->result->code), b->result->msg);
+    it_free(b);
+    cr_assert(it_rexists(old_master, 0, "user:route:1"), "the Bind did not reach the master the sentinels name");
+    /* The replica has the route before the master goes: the check after the failover can hold. */
+    it_rcmd(old_master, 0, "WAIT 1 5000");
+    const char *ch[] = {"+switch-master", NULL};
+    struct it_sub *sub = it_sub_open(FX.sentinel.sentinel[0].port, ch);
+    cause(old_master);
+    double ms = serve_through_failover(c, sub, old_master);
+    cr_assert_leq(ms, 2000.0 * IT_SLOW, "served %.0f ms after +switch-master (contract: within 2 s)", ms);
+    expect_served_by(c, master_port());
+    it_sub_close(sub);
+    pc_close(c);
+}
+
+static void manual_failover(int old_master)
+{
+    (void)old_master;
+    it_rcmd(FX.sentinel.sentinel[1].port, 0, "SENTINEL FAILOVER %s", FX.sentinel.name);
+}
+
+static void kill_master(int old_master)
+{
+    it_redis_kill(FX.sentinel.master.port == old_master ? &FX.sentinel.master : &FX.sentinel.replica);
+}
+
+IT(sentinel, finds_the_master_and_follows_a_manual_failover_under_load)
+{
+    failover_under_load(manual_failover);
+}
+
+IT(sentinel, follows_the_death_of_the_master)
+{
+    failover_under_load(kill_master);
+}
+
+IT(sentinel, an_unknown_master_name_is_unavailable_and_logged)
+{
+    it_config_set(&FX.cfg, "redis_cache", "master_name", "nobody");
+    fx_start_server();
+    struct pc_client *c = it_connect();
+    Mpim__QueryRouteResp *q = it_query(c, 1);
+    cr_assert_eq(q->result->code, MPIM__CODE__UNAVAILABLE, "got %s '%s'", pc_code_name(q->result->code),
+                 q->result->msg);
+    it_free(q);
+    pc_close(c);
+    free(it_wait_file_holds(FX.srv.log, "sentinel did not name the master role=cache", 5000 * IT_SLOW));
+}
+
+IT(sentinel_bad, no_reachable_sentinel_is_unavailable_at_once_and_logged)
+{
+    /* Nothing listens on these ports: the server still starts, answers UNAVAILABLE without
+     * waiting, says why in its log, and /healthz says the cache is down. */
+    it_config_set(&FX.cfg, "redis_cache", "mode", "sentinel");
+    it_config_set(&FX.cfg, "redis_cache", "master_name", "presence");
+    it_config_set(&FX.cfg, "redis_cache", "nodes", "127.0.0.1:%d,127.0.0.1:%d", it_free_port(), it_free_port());
+    fx_start_server();
+    struct pc_client *c = it_connect();
+    double t0 = it_mono_ms();
+    Mpim__QueryRouteResp *q = it_query(c, 1);
+    cr_assert_eq(q->result->code, MPIM__CODE__UNAVAILABLE, "got %s '%s'", pc_code_name(q->result->code),
+                 q->result->msg);
+    cr_assert_lt(it_mono_ms() - t0, 1000.0 * IT_SLOW, "UNAVAILABLE only after %.0f ms", it_mono_ms() - t0);
+    it_free(q);
+    pc_close(c);
+    char *body = NULL;
+    int status = it_http_wait_status(it_metrics_port(&FX.srv), "/healthz", 503, 5000 * IT_SLOW, &body);
+    cr_assert_eq(status, 503, "/healthz %d: %s", status, body);
+    free(body);
+    free(it_wait_file_holds(FX.srv.log, "sentinel did not name the master role=cache", 5000 * IT_SLOW));
+}
