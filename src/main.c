@@ -89,11 +89,11 @@ static void log_effective_config(const struct presence_conf *c)
     const struct redis_conf *r[2] = {&c->cache, &c->queue};
     for (int i = 0; i < 2; i++)
         log_info("config: [redis_%s] mode=%s host=%s port=%d nodes=%s master_name=%s database=%d timeout=%d "
-                 "username=%s password=%s",
+                 "wait_replicas=%d username=%s password=%s",
                  i ? "queue" : "cache", r[i]->mode == REDIS_SENTINEL ? "sentinel" : "standalone", r[i]->host,
                  r[i]->port, r[i]->nodes[0] ? r[i]->nodes : "(none)",
                  r[i]->master_name[0] ? r[i]->master_name : "(none)", r[i]->database, r[i]->timeout_ms,
-                 r[i]->username[0] ? r[i]->username : "(none)", r[i]->password[0] ? "(set)" : "(none)");
+                 r[i]->wait_replicas, r[i]->username[0] ? r[i]->username : "(none)", r[i]->password[0] ? "(set)" : "(none)");
 }
 
 int main(int argc, char **argv)

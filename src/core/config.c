@@ -55,6 +55,7 @@ static const struct key_spec keys[] = {
     INT("route", "max_retries", max_retries, 0, 100),
     INT("route", "retry_interval", retry_interval_ms, 0, 600000),
     REDIS_KEYS("redis_cache", cache),
+    INT("redis_cache", "wait_replicas", cache.wait_replicas, 0, 100),
     REDIS_KEYS("redis_queue", queue),
 };
 

@@ -24,6 +24,7 @@ struct redis_conf {
     char master_name[128]; /* sentinel: the monitored master's name */
     int database;        /* SELECTed on connect */
     int timeout_ms;      /* per-request deadline and connect timeout */
+    int wait_replicas;   /* cache: replicas that must confirm each write (WAIT); 0: none */
     char username[128];  /* ACL user for AUTH; empty: password-only AUTH */
     char password[256];  /* AUTH password; empty: no AUTH */
 };

@@ -62,7 +62,8 @@ struct pr_request {
 
     /* Scratch: meaningful only to the shard while it owns the request. */
     uint8_t pending;             /* Redis replies still awaited */
-    uint8_t attempts;            /* Deliver publish attempts so far */
+    uint8_t attempts;            /* Deliver publish attempts, or script runs (NOSCRIPT), so far */
+    int32_t replicas;            /* replicas that confirmed the last WAIT; -1: no confirmation */
     bool failed;                 /* one of several pipelined commands failed */
     double retry_at;             /* Deliver: when the next publish attempt is due (ev_now) */
     struct pr_request *next;     /* intrusive list link: acceptor free list, shard retry queue */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/thread_role.h"
 #include "presence.pb-c.h"
@@ -113,20 +114,72 @@ static void publish_notice(struct shard *s, struct pr_request *req, bool logout)
     }
 }
 
+/* --- writes: [redis_cache] wait_replicas, then the answer --- */
+
+/* Every reply of a write (Bind, Unbind, Heartbeat) is in: answer, or publish the notice first. A
+ * write that changed something and was not confirmed by wait_replicas replicas is UNAVAILABLE:
+ * it is in effect on the master, and a failover now could lose it. */
+static void write_done(struct shard *s, struct pr_request *req)
+{
+    if (req->code != MPIM__CODE__OK) {
+        shard_answer(s, req); /* a write that failed publishes nothing */
+        return;
+    }
+    bool changed = req->method == PR_METHOD_BIND || req->flag;
+    int want = s->conf->cache.wait_replicas;
+    if (want > 0 && changed && req->replicas < want) {
+        request_set_result(req, MPIM__CODE__UNAVAILABLE,
+                           "written on the master, but confirmed by %d of %d replicas within the timeout",
+                           req->replicas < 0 ? 0 : req->replicas, want);
+        shard_answer(s, req);
+    } else if (req->method == PR_METHOD_BIND || (req->method == PR_METHOD_UNBIND && req->flag)) {
+        publish_notice(s, req, req->method == PR_METHOD_UNBIND);
+    } else {
+        request_set_result(req, MPIM__CODE__OK, NULL);
+        shard_answer(s, req);
+    }
+}
+
+static void on_waited(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
+{
+    struct pr_request *req = priv;
+    if (status == LINK_REPLY && reply->type == REDIS_REPLY_INTEGER)
+        req->replicas = (int32_t)reply->integer; /* the last WAIT's, after a NOSCRIPT re-run too */
+    if (--req->pending == 0)
+        write_done(shard_of(link), req);
+}
+
+/* With wait_replicas: WAIT behind the write just sent, on the same connection, so that it covers
+ * that write; it blocks for at most what is left of the request's timeout. WAIT holds up the
+ * shard's cache connection while replicas lag: the price of the guarantee. */
+static void queue_wait(struct shard *s, struct pr_request *req)
+{
+    int want = s->conf->cache.wait_replicas;
+    if (want == 0)
+        return;
+    req->replicas = -1;
+    /* Redis ends a WAIT up to one cron tick (100 ms at hz 10) after its timeout; the link's own
+     * deadline for the WAIT must not fire first (that would drop the connection), hence the margin. */
+    int64_t elapsed_ms = (int64_t)((clock_mono_ns() - req->started_ns) / 1000000u);
+    int64_t left = s->conf->cache.timeout_ms - elapsed_ms;
+    int64_t wait_ms = left * 9 / 10 - 100;
+    resp_start(&s->resp, 3);
+    resp_arg_str(&s->resp, "WAIT");
+    resp_arg_id(&s->resp, "", want, "", NULL, 0);
+    resp_arg_id(&s->resp, "", wait_ms > 1 ? wait_ms : 1, "", NULL, 0); /* never 0: that waits forever */
+    if (send_built(s, &s->cache, on_waited, req) == 0)
+        req->pending++; /* not sent: replicas stays -1, the write counts as unconfirmed */
+}
+
 /* --- BindRoute: SETEX route, SETEX status (pipelined), then the notice --- */
 
 static void on_bind_written(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
-    struct shard *s = shard_of(link);
     if (req->code == MPIM__CODE__OK) /* the first failure is the one reported */
         take_result(req, "cache", status, reply);
-    if (--req->pending > 0)
-        return;
-    if (req->code != MPIM__CODE__OK)
-        shard_answer(s, req); /* a bind whose cache write failed publishes nothing */
-    else
-        publish_notice(s, req, false);
+    if (--req->pending == 0)
+        write_done(shard_of(link), req);
 }
 
 static void bind_route(struct shard *s, struct pr_request *req)
@@ -153,6 +206,7 @@ static void bind_route(struct shard *s, struct pr_request *req)
         req->pending = 2;
     else
         request_set_result(req, MPIM__CODE__INTERNAL, "status not written");
+    queue_wait(s, req);
 }
 
 /* --- QueryRoute: GET route --- */
@@ -348,27 +402,35 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
     return send_built(s, &s->cache, on_script_result, req);
 }
 
+/* Run the script (and WAIT behind it); answered once every reply is in. */
+static void start_script(struct shard *s, struct pr_request *req, bool by_body)
+{
+    if (run_script(s, req, by_body) < 0) {
+        take_result(req, "cache", LINK_NOT_SENT, NULL);
+        if (req->pending == 0)
+            shard_answer(s, req);
+        return;
+    }
+    req->pending++;
+    queue_wait(s, req);
+}
+
 static void on_script_result(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
-    /* Scripts flushed (SCRIPT FLUSH, or a failover): run it by body once. */
+    req->pending--;
+    /* Scripts flushed (SCRIPT FLUSH, or a failover): run it by body once. The WAIT sent behind
+     * the refused run is still to come; the re-run's WAIT comes last and is the one that counts. */
     if (status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR && req->attempts == 1 &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-        if (run_script(s, req, true) == 0)
-            return;
-        answer_not_sent(s, req, "cache");
+        start_script(s, req, true);
         return;
     }
-    if (!reply_ok(s, req, "cache", status, reply))
-        return;
-    req->flag = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
-    if (req->method == PR_METHOD_UNBIND && req->flag) {
-        publish_notice(s, req, true);
-        return;
-    }
-    request_set_result(req, MPIM__CODE__OK, NULL);
-    shard_answer(s, req);
+    if (take_result(req, "cache", status, reply))
+        req->flag = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1; /* changed something */
+    if (req->pending == 0)
+        write_done(s, req);
 }
 
 /* --- entry --- */
@@ -389,8 +451,8 @@ void handlers_dispatch(struct shard *s, struct pr_request *req)
         break;
     case PR_METHOD_UNBIND:
     case PR_METHOD_HEARTBEAT:
-        rc = run_script(s, req, false);
-        break;
+        start_script(s, req, false);
+        return;
     default:
         request_set_result(req, MPIM__CODE__INTERNAL, "bad method");
         shard_answer(s, req);

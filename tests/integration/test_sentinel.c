@@ -8,6 +8,17 @@
 TestSuite(sentinel, .init = fx_init_sentinel, .fini = fx_fini, .timeout = IT_TIMEOUT);
 TestSuite(sentinel_bad, .init = fx_init_redis, .fini = fx_fini, .timeout = IT_TIMEOUT);
 
+/* Start the server and wait until /healthz says every link is up: in sentinel mode a link asks
+ * a sentinel before it connects, and answers UNAVAILABLE meanwhile. */
+static void start_served(void)
+{
+    fx_start_server();
+    char *body = NULL;
+    int status = it_http_wait_status(it_metrics_port(&FX.srv), "/healthz", 200, 10000 * IT_SLOW, &body);
+    cr_assert_eq(status, 200, "/healthz %d: %s", status, body);
+    free(body);
+}
+
 /* The master the sentinels name now. */
 static int master_port(void)
 {
@@ -102,7 +113,7 @@ static void expect_served_by(struct pc_client *c, int port)
  * writes and publishes reach the new master. */
 static void failover_under_load(void (*cause)(int old_master))
 {
-    fx_start_server();
+    start_served();
     struct pc_client *c = it_connect();
     int old_master = master_port();
     cr_assert_eq(old_master, FX.sentinel.master.port);
@@ -177,4 +188,106 @@ IT(sentinel_bad, no_reachable_sentinel_is_unavailable_at_once_and_logged)
     cr_assert_eq(status, 503, "/healthz %d: %s", status, body);
     free(body);
     free(it_wait_file_holds(FX.srv.log, "sentinel did not name the master role=cache", 5000 * IT_SLOW));
+}
+
+/* ------------------------------------------------- [redis_cache] wait_replicas (contract §10) */
+
+IT(sentinel, wait_replicas_confirms_every_write_on_the_replica)
+{
+    it_config_set(&FX.cfg, "redis_cache", "wait_replicas", "1");
+    start_served();
+    struct pc_client *c = it_connect();
+    int replica = FX.sentinel.replica.port;
+    /* Each OK means the replica has the write already. */
+    Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:1");
+    cr_assert_eq(b->result->code, MPIM__CODE__OK, "%s '%s'", pc_code_name(b->result->code), b->result->msg);
+    it_free(b);
+    char *route = it_rget(replica, 0, "user:route:1", NULL);
+    cr_assert_not_null(route, "Bind answered OK before the replica had it");
+    free(route);
+    cr_assert(it_rexists(replica, 0, "user:status:1"));
+    Mpim__HeartbeatResp *h = it_heartbeat(c, 1, "gw-1:1");
+    cr_assert(h->result->code == MPIM__CODE__OK && h->refreshed, "%s '%s'", pc_code_name(h->result->code),
+              h->result->msg);
+    it_free(h);
+    Mpim__UnbindRouteResp *u = it_unbind(c, 1, "gw-1:1");
+    cr_assert(u->result->code == MPIM__CODE__OK && u->unbound, "%s '%s'", pc_code_name(u->result->code),
+              u->result->msg);
+    it_free(u);
+    cr_assert_not(it_rexists(replica, 0, "user:route:1"), "Unbind answered OK before the replica had it");
+
+    /* The replica hangs: a write is in effect on the master, unconfirmed, so UNAVAILABLE. */
+    it_redis_pause(&FX.sentinel.replica);
+    b = it_bind(c, 2, "gw-2:1");
+    cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "%s '%s'", pc_code_name(b->result->code),
+                 b->result->msg);
+    cr_assert_not_null(strstr(b->result->msg, "written on the master, but confirmed by 0 of 1 replicas"), "msg '%s'",
+                       b->result->msg);
+    it_free(b);
+    cr_assert(it_rexists(FX.sentinel.master.port, 0, "user:route:2"), "the msg says the write is on the master");
+    /* Reads need no confirmation, and a write that changes nothing neither. */
+    Mpim__QueryRouteResp *q = it_query(c, 2);
+    cr_assert_eq(q->result->code, MPIM__CODE__OK);
+    it_free(q);
+    u = it_unbind(c, 3, "gw-3:1");
+    cr_assert(u->result->code == MPIM__CODE__OK && !u->unbound, "%s '%s'", pc_code_name(u->result->code),
+              u->result->msg);
+    it_free(u);
+    it_redis_resume(&FX.sentinel.replica);
+    pc_close(c);
+}
+
+IT(sentinel, wait_replicas_above_the_replica_count_refuses_writes)
+{
+    it_config_set(&FX.cfg, "redis_cache", "wait_replicas", "2");
+    it_config_set(&FX.cfg, "redis_cache", "timeout", "%d", 500 * IT_SLOW);
+    start_served();
+    struct pc_client *c = it_connect();
+    Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:1");
+    cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "%s '%s'", pc_code_name(b->result->code),
+                 b->result->msg);
+    cr_assert_not_null(strstr(b->result->msg, "confirmed by 1 of 2 replicas"), "msg '%s'", b->result->msg);
+    it_free(b);
+    pc_close(c);
+}
+
+IT(sentinel, confirmed_writes_survive_the_death_of_the_master)
+{
+    it_config_set(&FX.cfg, "redis_cache", "wait_replicas", "1");
+    start_served();
+    struct pc_client *c = it_connect();
+    enum { USERS = 50 };
+    for (int uid = 1; uid <= USERS; uid++) {
+        char gw[32];
+        snprintf(gw, sizeof(gw), "gw-%d:1", uid);
+        Mpim__BindRouteResp *b = it_bind(c, uid, gw);
+        cr_assert_eq(b->result->code, MPIM__CODE__OK, "%s '%s'", pc_code_name(b->result->code), b->result->msg);
+        it_free(b);
+    }
+    const char *ch[] = {"+switch-master", NULL};
+    struct it_sub *sub = it_sub_open(FX.sentinel.sentinel[0].port, ch);
+    kill_master(master_port());
+    struct it_msg m;
+    cr_assert_eq(it_sub_next(sub, &m, 20000 * IT_SLOW), 1, "no +switch-master after the master died");
+    free(m.data);
+    /* Every Bind answered OK before the kill is on the promoted master. */
+    double deadline = it_mono_ms() + 2000.0 * IT_SLOW;
+    for (int uid = 1; uid <= USERS; uid++) {
+        Mpim__QueryRouteResp *q;
+        while ((q = it_query(c, uid))->result->code == MPIM__CODE__UNAVAILABLE && it_mono_ms() < deadline)
+            it_free(q);
+        cr_assert_eq(q->result->code, MPIM__CODE__OK, "user %d lost in the failover: %s '%s'", uid,
+                     pc_code_name(q->result->code), q->result->msg);
+        char gw[32];
+        snprintf(gw, sizeof(gw), "gw-%d:1", uid);
+        cr_assert(it_bytes_eq(q->gateway_addr, gw), "user %d: another route", uid);
+        it_free(q);
+    }
+    /* The promoted master has no replica until one rejoins: writes are refused meanwhile
+     * (docs/failure-modes.md). */
+    Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:2");
+    cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "%s '%s'", pc_code_name(b->result->code), b->result->msg);
+    it_free(b);
+    it_sub_close(sub);
+    pc_close(c);
 }

@@ -70,6 +70,7 @@ static void assert_redis_eq(const struct redis_conf *a, const struct redis_conf 
     cr_assert_eq(a->mode, b->mode, "%s mode", which);
     cr_assert_str_eq(a->nodes, b->nodes, "%s nodes", which);
     cr_assert_str_eq(a->master_name, b->master_name, "%s master_name", which);
+    cr_assert_eq(a->wait_replicas, b->wait_replicas, "%s wait_replicas", which);
 }
 
 static void assert_conf_eq(const struct presence_conf *a, const struct presence_conf *b)
@@ -491,6 +492,7 @@ Test(config, print_round_trip)
     a.queue.database = 6;
     a.queue.timeout_ms = 2500;
     strcpy(a.queue.username, "queueuser");
+    a.cache.wait_replicas = 2;
     a.queue.mode = REDIS_SENTINEL;
     strcpy(a.queue.nodes, "10.0.0.1:26379,10.0.0.2:26379");
     strcpy(a.queue.master_name, "presence-queue");
