@@ -278,7 +278,7 @@ static int redis_conf_check(struct redis_conf *r, char *why, size_t len)
         snprintf(why, len, "master_name: required with mode = sentinel");
         return -1;
     }
-    char err[200];
+    char err[150]; /* room for it in why (256) beside the hint */
     if (node_list_parse(r->nodes, r->node, NODE_LIST_MAX, &r->nnodes, err, sizeof(err)) < 0) {
         snprintf(why, len, "nodes: %s (mode = sentinel needs the sentinels as host:port,...)", err);
         return -1;
