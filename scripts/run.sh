@@ -25,7 +25,7 @@ if [[ -z $conf ]]; then
 fi
 [[ -r $conf ]] || { echo "run.sh: cannot read config $conf" >&2; exit 2; }
 
-# redis_addr SECTION: "host port" of [SECTION] in the config, with the server's defaults.
+# redis_addr SECTION: "host port mode" of [SECTION] in the config, with the server's defaults.
 redis_addr() {
     awk -v want="$1" '
         { sub(/^[ \t]+/, ""); sub(/[ \t]+;.*$/, ""); sub(/[ \t\r]+$/, "") }
@@ -36,8 +36,9 @@ redis_addr() {
             gsub(/[ \t]/, "", key); sub(/^[ \t]+/, "", value)
             if (key == "host") host = value
             if (key == "port") port = value
+            if (key == "mode") mode = value
         }
-        END { print (host == "" ? "127.0.0.1" : host), (port == "" ? 6379 : port) }
+        END { print (host == "" ? "127.0.0.1" : host), (port == "" ? 6379 : port), (mode == "" ? "standalone" : mode) }
     ' "$conf"
 }
 
@@ -56,7 +57,11 @@ trap 'exit 143' TERM
 
 seen=" "
 for section in redis_cache redis_queue; do
-    read -r host port < <(redis_addr "$section")
+    read -r host port mode < <(redis_addr "$section")
+    if [[ $mode != standalone ]]; then
+        echo "run.sh: [$section] mode = $mode: the server finds its Redis itself; starting none"
+        continue
+    fi
     [[ $seen == *" $host:$port "* ]] && continue
     seen+="$host:$port "
     if redis-cli -h "$host" -p "$port" ping >/dev/null 2>&1; then
