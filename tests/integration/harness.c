@@ -574,6 +574,15 @@ void fx_start_server(void)
     it_server_start(&FX.srv, &FX.cfg, NULL);
 }
 
+void fx_start_server_linked(void)
+{
+    fx_start_server();
+    char *body = NULL;
+    int status = it_http_wait_status(it_metrics_port(&FX.srv), "/healthz", 200, 10000 * IT_SLOW, &body);
+    cr_assert_eq(status, 200, "/healthz %d: %s", status, body);
+    free(body);
+}
+
 void fx_init_server(void)
 {
     fx_init_redis();

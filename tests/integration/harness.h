@@ -167,6 +167,11 @@ void fx_init_split(void);
 void fx_init_cluster(void);
 void fx_init_sentinel(void);
 void fx_start_server(void);
+/* fx_start_server, then wait until /healthz says every shard's Redis links are up. A port that
+ * accepts means the threads exist; a test that changes Redis's state (a busy script, a replica
+ * switch) must also know every link has finished connecting, or a link caught mid-set-up sees it
+ * differently from the others. */
+void fx_start_server_linked(void);
 /* .fini: kill everything this worker started. */
 void fx_fini(void);
 /* After the body: stop the server (if still running) and require a clean exit 0. */

@@ -123,7 +123,7 @@ static void end_busy(int port, redisContext *busy)
 
 IT(redis_errors, readonly_replica_is_unavailable_and_changes_nothing)
 {
-    fx_start_server();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     expect(c, PR_METHOD_BIND, 1, "gw-1:1", MPIM__CODE__OK, "");
     /* The cache becomes a replica of a master that is not there; it keeps serving its data. */
@@ -144,7 +144,7 @@ IT(redis_errors, readonly_replica_is_unavailable_and_changes_nothing)
 
 IT(redis_errors, masterdown_replica_is_unavailable)
 {
-    fx_start_server();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     expect(c, PR_METHOD_BIND, 1, "gw-1:1", MPIM__CODE__OK, "");
     it_rcmd(FX.cache.port, 0, "CONFIG SET replica-serve-stale-data no");
@@ -164,7 +164,7 @@ IT(redis_errors, loading_redis_is_unavailable_for_every_rpc)
     static const char *const debug[] = {"--enable-debug-command", "local", NULL};
     FX.cache.extra_args = debug;
     it_redis_restart(&FX.cache);
-    fx_start_server();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     expect(c, PR_METHOD_BIND, 1, "gw-1:1", MPIM__CODE__OK, "");
     it_rcmd(FX.cache.port, 0, "DEBUG POPULATE 2000");
@@ -191,7 +191,7 @@ IT(redis_errors, loading_redis_is_unavailable_for_every_rpc)
 
 IT(redis_errors, busy_script_is_unavailable_then_served_after_kill)
 {
-    fx_start_server();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     expect(c, PR_METHOD_BIND, 1, "gw-1:1", MPIM__CODE__OK, "");
     redisContext *busy = make_busy(FX.cache.port);
@@ -205,7 +205,7 @@ IT(redis_errors, busy_script_is_unavailable_then_served_after_kill)
 
 IT(redis_errors, deliver_retries_a_busy_queue_then_is_unavailable)
 {
-    fx_start_server();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     expect(c, PR_METHOD_BIND, 1, "gw-1:1", MPIM__CODE__OK, "");
     redisContext *busy = make_busy(FX.queue.port);
@@ -226,7 +226,7 @@ IT(redis_errors, other_error_replies_are_internal_and_never_retried)
     it_config_set(&FX.cfg, "redis_cache", "password", "pw");
     it_config_set(&FX.cfg, "redis_queue", "username", "im");
     it_config_set(&FX.cfg, "redis_queue", "password", "pw");
-    fx_start_server();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     expect(c, PR_METHOD_BIND, 1, "gw-1:1", MPIM__CODE__INTERNAL, "NOPERM");
     cr_assert_not(it_rexists(FX.cache.port, 0, "user:route:1"), "a failed Bind wrote its route");

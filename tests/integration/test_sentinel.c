@@ -8,17 +8,6 @@
 TestSuite(sentinel, .init = fx_init_sentinel, .fini = fx_fini, .timeout = IT_TIMEOUT);
 TestSuite(sentinel_bad, .init = fx_init_redis, .fini = fx_fini, .timeout = IT_TIMEOUT);
 
-/* Start the server and wait until /healthz says every link is up: in sentinel mode a link asks
- * a sentinel before it connects, and answers UNAVAILABLE meanwhile. */
-static void start_served(void)
-{
-    fx_start_server();
-    char *body = NULL;
-    int status = it_http_wait_status(it_metrics_port(&FX.srv), "/healthz", 200, 10000 * IT_SLOW, &body);
-    cr_assert_eq(status, 200, "/healthz %d: %s", status, body);
-    free(body);
-}
-
 /* The master the sentinels name now. */
 static int master_port(void)
 {
@@ -113,7 +102,7 @@ static void expect_served_by(struct pc_client *c, int port)
  * writes and publishes reach the new master. */
 static void failover_under_load(void (*cause)(int old_master))
 {
-    start_served();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     int old_master = master_port();
     cr_assert_eq(old_master, FX.sentinel.master.port);
@@ -195,7 +184,7 @@ IT(sentinel_bad, no_reachable_sentinel_is_unavailable_at_once_and_logged)
 IT(sentinel, wait_replicas_confirms_every_write_on_the_replica)
 {
     it_config_set(&FX.cfg, "redis_cache", "wait_replicas", "1");
-    start_served();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     int replica = FX.sentinel.replica.port;
     /* Each OK means the replica has the write already. */
@@ -241,7 +230,7 @@ IT(sentinel, wait_replicas_above_the_replica_count_refuses_writes)
 {
     it_config_set(&FX.cfg, "redis_cache", "wait_replicas", "2");
     it_config_set(&FX.cfg, "redis_cache", "timeout", "%d", 500 * IT_SLOW);
-    start_served();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:1");
     cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "%s '%s'", pc_code_name(b->result->code),
@@ -254,7 +243,7 @@ IT(sentinel, wait_replicas_above_the_replica_count_refuses_writes)
 IT(sentinel, confirmed_writes_survive_the_death_of_the_master)
 {
     it_config_set(&FX.cfg, "redis_cache", "wait_replicas", "1");
-    start_served();
+    fx_start_server_linked();
     struct pc_client *c = it_connect();
     enum { USERS = 50 };
     for (int uid = 1; uid <= USERS; uid++) {
