@@ -5,7 +5,6 @@
  * limits; Redis AUTH with a password and with an ACL user. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -97,26 +96,10 @@ static void expect_query(struct pc_client *c, int index, int64_t uid, bool bound
     it_free(q);
 }
 
-/* One sample from the server's /metrics (asserts the scrape worked and the series exists). */
-static double scrape(const char *series)
-{
-    char *body = NULL;
-    int status = it_http_get(it_metrics_port(&FX.srv), "/metrics", NULL, &body);
-    cr_assert_eq(status, 200, "GET /metrics: %d", status);
-    double v = it_metric(body, series);
-    free(body);
-    cr_assert(!isnan(v), "no %s in /metrics", series);
-    return v;
-}
-
 /* Wait until series reaches want (counters move a moment after the event they count). */
 static void expect_metric(const char *series, double want)
 {
-    double deadline = it_mono_ms() + 2000.0 * IT_SLOW;
-    double v;
-    while ((v = scrape(series)) != want && it_mono_ms() < deadline)
-        it_sleep_ms(20);
-    cr_assert_eq(v, want, "%s = %g, want %g", series, v, want);
+    it_wait_metric(&FX.srv, series, want, 2000 * IT_SLOW);
 }
 
 /* Write as much of buf as the peer takes; stops at the first error (the peer closed). Returns
