@@ -154,11 +154,7 @@ union response {
     Mpim__HeartbeatResp heartbeat;
 };
 
-/* user:route:<uid> is the BindRoute route_key; built here so it needs no allocation. */
-#define ROUTE_KEY_MAX 40
-
-static void build_response(const struct pr_request *req, union response *r, Mpim__Result *result,
-                           char *route_key)
+static void build_response(const struct pr_request *req, union response *r, Mpim__Result *result)
 {
     mpim__result__init(result);
     result->code = (Mpim__Code)req->code;
@@ -174,10 +170,8 @@ static void build_response(const struct pr_request *req, union response *r, Mpim
     case PR_METHOD_BIND:
         mpim__bind_route_resp__init(&r->bind);
         r->bind.result = result;
-        if (req->code == MPIM__CODE__OK) {
-            snprintf(route_key, ROUTE_KEY_MAX, "user:route:%lld", (long long)req->user_id);
-            r->bind.route_key = route_key;
-        }
+        if (req->code == MPIM__CODE__OK && req->route != NULL)
+            r->bind.route_key = req->route; /* the key the shard wrote, NUL-terminated */
         break;
     case PR_METHOD_QUERY:
         mpim__query_route_resp__init(&r->query);
@@ -215,8 +209,7 @@ size_t codec_response_size(const struct pr_request *req)
         return FRAME_PREFIX + req->packed_len;
     union response r;
     Mpim__Result result;
-    char route_key[ROUTE_KEY_MAX];
-    build_response(req, &r, &result, route_key);
+    build_response(req, &r, &result);
     return FRAME_PREFIX + protobuf_c_message_get_packed_size(&r.base);
 }
 
@@ -226,7 +219,7 @@ size_t codec_response_bound(const struct pr_request *req)
         return FRAME_PREFIX + req->packed_len;
     /* Result: tag+len (1+2), code (1+10), msg (1+2+PR_MSG_MAX); then at most one bytes field
      * (route or route_key: 1+10+len), a bool (2) and an int64 timestamp (1+10). */
-    size_t route = req->route != NULL ? req->route_len : ROUTE_KEY_MAX;
+    size_t route = req->route != NULL ? req->route_len : 0;
     return FRAME_PREFIX + 3 + 11 + 3 + PR_MSG_MAX + 11 + route + 2 + 11;
 }
 
@@ -239,8 +232,7 @@ size_t codec_encode_response(const struct pr_request *req, uint8_t *out)
     }
     union response r;
     Mpim__Result result;
-    char route_key[ROUTE_KEY_MAX];
-    build_response(req, &r, &result, route_key);
+    build_response(req, &r, &result);
     size_t n = protobuf_c_message_pack(&r.base, out + FRAME_PREFIX);
     frame_put_u32le(out, (uint32_t)n);
     return FRAME_PREFIX + n;

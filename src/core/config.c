@@ -12,7 +12,7 @@
 /* inih reads a line into a 200-byte buffer; a value must leave room for its key. */
 #define CONFIG_VALUE_MAX 180
 
-enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE };
+enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE, KEY_PUBSUB };
 
 struct key_spec {
     const char *section;
@@ -57,6 +57,7 @@ static const struct key_spec keys[] = {
     REDIS_KEYS("redis_cache", cache),
     INT("redis_cache", "wait_replicas", cache.wait_replicas, 0, 100),
     REDIS_KEYS("redis_queue", queue),
+    {"redis_queue", "pubsub", KEY_PUBSUB, OFF(queue.pubsub), 0, 0, 0},
 };
 
 void config_defaults(struct presence_conf *c)
@@ -110,7 +111,9 @@ static int parse_number(const char *value, bool size_suffix, long long *out)
     return 0;
 }
 
-static const char *const redis_modes[] = {[REDIS_STANDALONE] = "standalone", [REDIS_SENTINEL] = "sentinel"};
+static const char *const redis_modes[] = {[REDIS_STANDALONE] = "standalone", [REDIS_SENTINEL] = "sentinel",
+                                          [REDIS_CLUSTER] = "cluster"};
+static const char *const pubsub_kinds[] = {[PUBSUB_GLOBAL] = "global", [PUBSUB_SHARDED] = "sharded"};
 
 static const struct key_spec *find_key(const char *section, const char *key)
 {
@@ -129,6 +132,8 @@ static int apply(struct presence_conf *c, const char *section, const char *key, 
         return 0;
     char *field = (char *)c + k->offset;
     long long v;
+    if (strcmp(key, "database") == 0) /* told apart from the default: see redis_conf_check */
+        (strcmp(section, "redis_cache") == 0 ? &c->cache : &c->queue)->database_given = true;
     switch (k->type) {
     case KEY_STRING:
         /* Bounded so that every setting fits on one line inih can read (CONFIG_LINE_MAX). */
@@ -154,8 +159,16 @@ static int apply(struct presence_conf *c, const char *section, const char *key, 
                 return 1;
             }
         }
-        snprintf(err, errlen, "'%s' is not one of standalone, sentinel%s", value,
-                 strcmp(value, "cluster") == 0 ? " (Redis Cluster support is not built yet)" : "");
+        snprintf(err, errlen, "'%s' is not one of standalone, cluster, sentinel", value);
+        return -1;
+    case KEY_PUBSUB:
+        for (int m = 0; m < (int)(sizeof(pubsub_kinds) / sizeof(pubsub_kinds[0])); m++) {
+            if (strcmp(value, pubsub_kinds[m]) == 0) {
+                *(int *)field = m;
+                return 1;
+            }
+        }
+        snprintf(err, errlen, "'%s' is not one of global, sharded", value);
         return -1;
     case KEY_INT:
     case KEY_SIZE:
@@ -268,12 +281,26 @@ int config_load(struct presence_conf *c, const char *path, FILE *report, char *e
     return 0;
 }
 
-/* What one key cannot say alone: a sentinel section needs its sentinels and the master's name. */
+/* What one key cannot say alone: a sentinel section needs its sentinels and the master's name,
+ * a cluster section its seed nodes and database 0 (a cluster has no other). */
 static int redis_conf_check(struct redis_conf *r, char *why, size_t len)
 {
     r->nnodes = 0;
-    if (r->mode != REDIS_SENTINEL)
+    if (r->mode == REDIS_STANDALONE)
         return 0;
+    if (r->mode == REDIS_CLUSTER) {
+        if (r->database_given && r->database != 0) {
+            snprintf(why, len, "database: %d, but a Redis Cluster has only database 0", r->database);
+            return -1;
+        }
+        r->database = 0;
+        char err[150];
+        if (node_list_parse(r->nodes, r->node, NODE_LIST_MAX, &r->nnodes, err, sizeof(err)) < 0) {
+            snprintf(why, len, "nodes: %s (mode = cluster needs seed nodes as host:port,...)", err);
+            return -1;
+        }
+        return 0;
+    }
     if (r->master_name[0] == '\0') {
         snprintf(why, len, "master_name: required with mode = sentinel");
         return -1;
@@ -312,6 +339,9 @@ void config_print(const struct presence_conf *c, FILE *out)
             break;
         case KEY_REDIS_MODE:
             fprintf(out, "%s = %s\n", k->key, redis_modes[*(const int *)field]);
+            break;
+        case KEY_PUBSUB:
+            fprintf(out, "%s = %s\n", k->key, pubsub_kinds[*(const int *)field]);
             break;
         }
     }

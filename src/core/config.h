@@ -3,6 +3,7 @@
 #ifndef PR_CORE_CONFIG_H
 #define PR_CORE_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -12,17 +13,26 @@
 enum redis_mode {
     REDIS_STANDALONE, /* host:port */
     REDIS_SENTINEL,   /* the master named master_name, as the sentinels in nodes report it */
+    REDIS_CLUSTER,    /* a Redis Cluster found through the seed nodes in nodes */
+};
+
+/* How Deliver publishes on the queue (contract §10, [redis_queue] pubsub). */
+enum redis_pubsub {
+    PUBSUB_GLOBAL,  /* PUBLISH */
+    PUBSUB_SHARDED, /* SPUBLISH to the channel's slot master (Redis >= 7) */
 };
 
 struct redis_conf {
     int mode;            /* enum redis_mode */
     char host[256];      /* Redis server address (standalone) */
     int port;            /* its TCP port */
-    char nodes[181];     /* sentinel: the sentinels, "host:port,..." (as written) */
+    char nodes[181];     /* sentinel: the sentinels; cluster: seed nodes; "host:port,..." (as written) */
     struct cluster_addr node[NODE_LIST_MAX]; /* ... parsed when the file is loaded */
     int nnodes;
     char master_name[128]; /* sentinel: the monitored master's name */
-    int database;        /* SELECTed on connect */
+    int database;        /* SELECTed on connect; always 0 on a cluster */
+    bool database_given; /* the file set database (a cluster refuses any but 0) */
+    int pubsub;          /* queue: enum redis_pubsub */
     int timeout_ms;      /* per-request deadline and connect timeout */
     int wait_replicas;   /* cache: replicas that must confirm each write (WAIT); 0: none */
     char username[128];  /* ACL user for AUTH; empty: password-only AUTH */

@@ -53,7 +53,8 @@ struct pr_request {
     uint8_t code;       /* Mpim__Code */
     bool flag;          /* is_online / delivered / unbound / refreshed, by method */
     int64_t timestamp;  /* Deliver: server time, ms since the epoch */
-    char *route;        /* QueryRoute gateway_addr: route_inline, or malloc'd if longer; NULL if none */
+    char *route;        /* QueryRoute gateway_addr: route_inline, or malloc'd if longer; NULL if none.
+                         * BindRoute: its route_key, NUL-terminated in route_inline */
     size_t route_len;   /* length of route (it may hold any byte) */
     char route_inline[PR_ROUTE_INLINE];
     char msg[PR_MSG_MAX]; /* Result.msg, NUL-terminated; empty for none */
@@ -63,7 +64,8 @@ struct pr_request {
     /* Scratch: meaningful only to the shard while it owns the request. */
     uint8_t pending;             /* Redis replies still awaited */
     uint8_t attempts;            /* Deliver publish attempts, or script runs (NOSCRIPT), so far */
-    int32_t replicas;            /* replicas that confirmed the last WAIT; -1: no confirmation */
+    int32_t replicas;            /* replicas that confirmed the write's WAIT; -1: not asked yet */
+    uint16_t slot;               /* Redis Cluster slot of the user's keys (0 off a cluster) */
     bool failed;                 /* one of several pipelined commands failed */
     double retry_at;             /* Deliver: when the next publish attempt is due (ev_now) */
     struct pr_request *next;     /* intrusive list link: acceptor free list, shard retry queue */

@@ -85,6 +85,31 @@ static void routing(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
         (double)st->deliver_retries);
 }
 
+/* Redis Cluster routing (contract §10); zero off a cluster. */
+static void redis_cluster(const struct shard_stats *st, const char *const labels[SHARD_LINKS], metrics_emit_fn *emit,
+                          void *ctx)
+{
+    static const char *const moved[SHARD_LINKS] = {[SHARD_LINK_CACHE] = "role=\"cache\",kind=\"moved\"",
+                                                   [SHARD_LINK_QUEUE] = "role=\"queue\",kind=\"moved\""};
+    static const char *const ask[SHARD_LINKS] = {[SHARD_LINK_CACHE] = "role=\"cache\",kind=\"ask\"",
+                                                 [SHARD_LINK_QUEUE] = "role=\"queue\",kind=\"ask\""};
+    static const char rdh[] = "Redis Cluster redirects followed (MOVED: the slot moved; ASK: it is migrating).";
+    for (int r = 0; r < SHARD_LINKS; r++) {
+        one(emit, ctx, "impresence_redis_cluster_redirects_total", "counter", rdh, moved[r], (double)st->link[r].moved);
+        one(emit, ctx, "impresence_redis_cluster_redirects_total", "counter", rdh, ask[r], (double)st->link[r].ask);
+    }
+    for (int r = 0; r < SHARD_LINKS; r++)
+        one(emit, ctx, "impresence_redis_cluster_retries_total", "counter",
+            "Commands sent again after TRYAGAIN, CLUSTERDOWN, LOADING or an unreachable master.", labels[r],
+            (double)st->link[r].retries);
+    for (int r = 0; r < SHARD_LINKS; r++)
+        one(emit, ctx, "impresence_redis_cluster_map_refreshes_total", "counter",
+            "Slot maps taken from CLUSTER SLOTS.", labels[r], (double)st->link[r].refreshes);
+    for (int r = 0; r < SHARD_LINKS; r++)
+        one(emit, ctx, "impresence_redis_cluster_masters", "gauge",
+            "Masters in the shards' slot maps, summed over shards.", labels[r], (double)st->link[r].masters);
+}
+
 static void redis(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
 {
     static const char *const labels[SHARD_LINKS] = {[SHARD_LINK_CACHE] = "role=\"cache\"",
@@ -101,8 +126,9 @@ static void redis(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
             "Redis connections re-established after a failure.", labels[r], (double)st->link[r].reconnects);
     for (int r = 0; r < SHARD_LINKS; r++)
         one(emit, ctx, "impresence_redis_connections_up", "gauge",
-            "Shard connections to Redis that are up (one per shard and role).", labels[r],
+            "Shard connections to Redis that are up (one per shard and role; on a cluster one per master).", labels[r],
             (double)st->link[r].up);
+    redis_cluster(st, labels, emit, ctx);
     for (int r = 0; r < SHARD_LINKS; r++)
         one(emit, ctx, "impresence_redis_used_memory_bytes", "gauge",
             "used_memory from Redis INFO, polled every few seconds.", labels[r],
@@ -311,8 +337,8 @@ int metrics_health(const struct metrics_view *v, char *why, size_t len)
     for (int s = 0; s < v->nshards; s++) {
         struct shard_stats st;
         shard_stats_read(&v->shards[s], &st);
-        bool cache = st.link[SHARD_LINK_CACHE].up != 0;
-        bool queue = st.link[SHARD_LINK_QUEUE].up != 0;
+        bool cache = st.link[SHARD_LINK_CACHE].all_up != 0;
+        bool queue = st.link[SHARD_LINK_QUEUE].all_up != 0;
         if (!cache || !queue) {
             snprintf(why, len, "shard %d: %s redis down", s, !cache ? "cache" : "queue");
             return -1;
@@ -333,7 +359,7 @@ int metrics_ready(const struct metrics_view *v, char *why, size_t len)
     for (int s = 0; s < v->nshards; s++) {
         struct shard_stats st;
         shard_stats_read(&v->shards[s], &st);
-        if (st.link[SHARD_LINK_CACHE].up == 0) {
+        if (st.link[SHARD_LINK_CACHE].all_up == 0) {
             snprintf(why, len, "shard %d: cache redis down", s);
             return -1;
         }

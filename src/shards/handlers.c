@@ -2,10 +2,12 @@
  * callbacks or in the inbox drain. A request is always finished by exactly one shard_answer. */
 #include "shards/handlers.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/cluster_slot.h"
 #include "core/log.h"
 #include "core/thread_role.h"
 #include "presence.pb-c.h"
@@ -32,24 +34,50 @@ static struct shard *shard_of(struct redis_link *link)
     return link->owner;
 }
 
-/* Send the command built in s->resp. -1: not sent (link down, or out of memory building it). */
-static int send_built(struct shard *s, struct redis_link *link, link_reply_fn *fn, struct pr_request *req)
+/* Send the command built in s->resp about req's user (its slot on a cluster). -1: not sent
+ * (link down, or out of memory building it). */
+static int send_built(struct shard *s, struct redis_router *router, link_reply_fn *fn, struct pr_request *req)
 {
     if (s->resp.failed)
         return -1;
     TRACE_HOOK(trace_sent(req));
-    return link_send(link, fn, req, s->resp.buf, s->resp.len);
+    return router_send(router, req->slot, fn, req, s->resp.buf, s->resp.len);
 }
 
-/* "user:route:<uid>" and "user:status:<uid>" as one argument each. */
+/* "user:route:<uid>" and "user:status:<uid>" as one argument each; on a cluster the uid is the
+ * hash tag, "user:route:{<uid>}", so that a user's keys share a slot (contract §10). */
+static void arg_user_key(struct shard *s, const struct pr_request *req, const char *prefix, const char *tagged)
+{
+    if (s->conf->cache.mode == REDIS_CLUSTER)
+        resp_arg_id(&s->resp, tagged, (long long)req->user_id, "}", NULL, 0);
+    else
+        resp_arg_id(&s->resp, prefix, (long long)req->user_id, "", NULL, 0);
+}
+
 static void arg_route_key(struct shard *s, const struct pr_request *req)
 {
-    resp_arg_id(&s->resp, "user:route:", (long long)req->user_id, "", NULL, 0);
+    arg_user_key(s, req, "user:route:", "user:route:{");
 }
 
 static void arg_status_key(struct shard *s, const struct pr_request *req)
 {
-    resp_arg_id(&s->resp, "user:status:", (long long)req->user_id, "", NULL, 0);
+    arg_user_key(s, req, "user:status:", "user:status:{");
+}
+
+/* The cluster slot of a user's keys: their hash tag is the uid in decimal (arg_user_key). */
+static uint16_t user_slot(int64_t uid)
+{
+    char tag[24];
+    int n = snprintf(tag, sizeof(tag), "%lld", (long long)uid);
+    return cluster_crc16(tag, (size_t)n) % CLUSTER_SLOTS;
+}
+
+/* The slot of channel "user:<uid>" (no hash tag), where SPUBLISH must go. */
+static uint16_t channel_slot(int64_t uid)
+{
+    char channel[32];
+    int n = snprintf(channel, sizeof(channel), "user:%lld", (long long)uid);
+    return cluster_keyslot(channel, (size_t)n);
 }
 
 /* --- results --- */
@@ -116,48 +144,22 @@ static void publish_notice(struct shard *s, struct pr_request *req, bool logout)
 
 /* --- writes: [redis_cache] wait_replicas, then the answer --- */
 
-/* Every reply of a write (Bind, Unbind, Heartbeat) is in: answer, or publish the notice first. A
- * write that changed something and was not confirmed by wait_replicas replicas is UNAVAILABLE:
- * it is in effect on the master, and a failover now could lose it. */
-static void write_done(struct shard *s, struct pr_request *req)
-{
-    if (req->code != MPIM__CODE__OK) {
-        shard_answer(s, req); /* a write that failed publishes nothing */
-        return;
-    }
-    bool changed = req->method == PR_METHOD_BIND || req->flag;
-    int want = s->conf->cache.wait_replicas;
-    if (want > 0 && changed && req->replicas < want) {
-        request_set_result(req, MPIM__CODE__UNAVAILABLE,
-                           "written on the master, but confirmed by %d of %d replicas within the timeout",
-                           req->replicas < 0 ? 0 : req->replicas, want);
-        shard_answer(s, req);
-    } else if (req->method == PR_METHOD_BIND || (req->method == PR_METHOD_UNBIND && req->flag)) {
-        publish_notice(s, req, req->method == PR_METHOD_UNBIND);
-    } else {
-        request_set_result(req, MPIM__CODE__OK, NULL);
-        shard_answer(s, req);
-    }
-}
+static void write_done(struct shard *s, struct pr_request *req, struct redis_link *link);
 
 static void on_waited(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
-    if (status == LINK_REPLY && reply->type == REDIS_REPLY_INTEGER)
-        req->replicas = (int32_t)reply->integer; /* the last WAIT's, after a NOSCRIPT re-run too */
-    if (--req->pending == 0)
-        write_done(shard_of(link), req);
+    req->replicas = status == LINK_REPLY && reply->type == REDIS_REPLY_INTEGER ? (int32_t)reply->integer : 0;
+    write_done(shard_of(link), req, link);
 }
 
-/* With wait_replicas: WAIT behind the write just sent, on the same connection, so that it covers
- * that write; it blocks for at most what is left of the request's timeout. WAIT holds up the
- * shard's cache connection while replicas lag: the price of the guarantee. */
-static void queue_wait(struct shard *s, struct pr_request *req)
+/* WAIT on the connection that answered the write (link), so that it covers that write: WAIT
+ * counts the replicas that have this connection's last write. Sent from the write's reply
+ * callback, so on that very connection or not at all (never on a reconnected one, where it
+ * would confirm nothing). It blocks for at most what is left of the request's timeout, holding
+ * up the connection while replicas lag: the price of the guarantee. -1: not sent. */
+static int send_wait(struct shard *s, struct pr_request *req, struct redis_link *link)
 {
-    int want = s->conf->cache.wait_replicas;
-    if (want == 0)
-        return;
-    req->replicas = -1;
     /* Redis ends a WAIT up to one cron tick (100 ms at hz 10) after its timeout; the link's own
      * deadline for the WAIT must not fire first (that would drop the connection), hence the margin. */
     int64_t elapsed_ms = (int64_t)((clock_mono_ns() - req->started_ns) / 1000000u);
@@ -165,10 +167,41 @@ static void queue_wait(struct shard *s, struct pr_request *req)
     int64_t wait_ms = left * 9 / 10 - 100;
     resp_start(&s->resp, 3);
     resp_arg_str(&s->resp, "WAIT");
-    resp_arg_id(&s->resp, "", want, "", NULL, 0);
+    resp_arg_id(&s->resp, "", s->conf->cache.wait_replicas, "", NULL, 0);
     resp_arg_id(&s->resp, "", wait_ms > 1 ? wait_ms : 1, "", NULL, 0); /* never 0: that waits forever */
-    if (send_built(s, &s->cache, on_waited, req) == 0)
-        req->pending++; /* not sent: replicas stays -1, the write counts as unconfirmed */
+    if (s->resp.failed)
+        return -1;
+    return link_send(link, on_waited, req, s->resp.buf, s->resp.len);
+}
+
+/* Every reply of a write (Bind, Unbind, Heartbeat) is in, the last from link: WAIT if asked to,
+ * then answer, or publish the notice first. A write that changed something and was not
+ * confirmed by wait_replicas replicas is UNAVAILABLE: it is in effect on the master, and a
+ * failover now could lose it. */
+static void write_done(struct shard *s, struct pr_request *req, struct redis_link *link)
+{
+    if (req->code != MPIM__CODE__OK) {
+        shard_answer(s, req); /* a write that failed publishes nothing */
+        return;
+    }
+    bool changed = req->method == PR_METHOD_BIND || req->flag;
+    int want = s->conf->cache.wait_replicas;
+    if (want > 0 && changed && req->replicas < 0) {
+        if (send_wait(s, req, link) == 0)
+            return;
+        req->replicas = 0; /* not sent: unconfirmed */
+    }
+    if (want > 0 && changed && req->replicas < want) {
+        request_set_result(req, MPIM__CODE__UNAVAILABLE,
+                           "written on the master, but confirmed by %d of %d replicas within the timeout",
+                           req->replicas, want);
+        shard_answer(s, req);
+    } else if (req->method == PR_METHOD_BIND || (req->method == PR_METHOD_UNBIND && req->flag)) {
+        publish_notice(s, req, req->method == PR_METHOD_UNBIND);
+    } else {
+        request_set_result(req, MPIM__CODE__OK, NULL);
+        shard_answer(s, req);
+    }
 }
 
 /* --- BindRoute: SETEX route, SETEX status (pipelined), then the notice --- */
@@ -179,12 +212,17 @@ static void on_bind_written(struct redis_link *link, enum link_status status, re
     if (req->code == MPIM__CODE__OK) /* the first failure is the one reported */
         take_result(req, "cache", status, reply);
     if (--req->pending == 0)
-        write_done(shard_of(link), req);
+        write_done(shard_of(link), req, link);
 }
 
 static void bind_route(struct shard *s, struct pr_request *req)
 {
     const struct presence_conf *c = s->conf;
+    /* BindRouteResp.route_key, named as arg_route_key names it; the codec sends it on success. */
+    int n = snprintf(req->route_inline, sizeof(req->route_inline),
+                     c->cache.mode == REDIS_CLUSTER ? "user:route:{%lld}" : "user:route:%lld", (long long)req->user_id);
+    req->route = req->route_inline;
+    req->route_len = (size_t)n;
     resp_start(&s->resp, 4);
     resp_arg_str(&s->resp, "SETEX");
     arg_route_key(s, req);
@@ -206,7 +244,6 @@ static void bind_route(struct shard *s, struct pr_request *req)
         req->pending = 2;
     else
         request_set_result(req, MPIM__CODE__INTERNAL, "status not written");
-    queue_wait(s, req);
 }
 
 /* --- QueryRoute: GET route --- */
@@ -325,11 +362,20 @@ static void on_deliver_published(struct redis_link *link, enum link_status statu
 static void deliver_publish(struct shard *s, struct pr_request *req)
 {
     req->attempts++;
+    bool sharded = s->conf->queue.pubsub == PUBSUB_SHARDED;
     resp_start(&s->resp, 3);
-    resp_arg_str(&s->resp, "PUBLISH");
+    resp_arg_str(&s->resp, sharded ? "SPUBLISH" : "PUBLISH");
     resp_arg_id(&s->resp, "user:", (long long)req->user_id, "", NULL, 0);
     resp_arg(&s->resp, req->message.data, req->message.len);
-    if (send_built(s, &s->queue, on_deliver_published, req) < 0)
+    if (s->resp.failed) {
+        deliver_retry_or_fail(s, req, "out of memory");
+        return;
+    }
+    /* SPUBLISH must reach the channel's slot master; a PUBLISH any node spreads to every node,
+     * so it goes by the user's slot, like the user's keys. */
+    uint16_t slot = sharded && s->conf->queue.mode == REDIS_CLUSTER ? channel_slot(req->user_id) : req->slot;
+    TRACE_HOOK(trace_sent(req));
+    if (router_send(&s->queue, slot, on_deliver_published, req, s->resp.buf, s->resp.len) < 0)
         deliver_retry_or_fail(s, req, "queue redis unavailable");
 }
 
@@ -402,26 +448,19 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
     return send_built(s, &s->cache, on_script_result, req);
 }
 
-/* Run the script (and WAIT behind it); answered once every reply is in. */
+/* Run the script; answered (after WAIT, if asked) once its reply is in. */
 static void start_script(struct shard *s, struct pr_request *req, bool by_body)
 {
-    if (run_script(s, req, by_body) < 0) {
-        take_result(req, "cache", LINK_NOT_SENT, NULL);
-        if (req->pending == 0)
-            shard_answer(s, req);
-        return;
-    }
-    req->pending++;
-    queue_wait(s, req);
+    if (run_script(s, req, by_body) < 0)
+        answer_not_sent(s, req, "cache");
 }
 
 static void on_script_result(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
-    req->pending--;
-    /* Scripts flushed (SCRIPT FLUSH, or a failover): run it by body once. The WAIT sent behind
-     * the refused run is still to come; the re-run's WAIT comes last and is the one that counts. */
+    /* Scripts flushed (SCRIPT FLUSH, a failover, a cluster master that never loaded them): run
+     * it by body once. */
     if (status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR && req->attempts == 1 &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0) {
         start_script(s, req, true);
@@ -429,8 +468,7 @@ static void on_script_result(struct redis_link *link, enum link_status status, r
     }
     if (take_result(req, "cache", status, reply))
         req->flag = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1; /* changed something */
-    if (req->pending == 0)
-        write_done(s, req);
+    write_done(s, req, link);
 }
 
 /* --- entry --- */
@@ -438,6 +476,9 @@ static void on_script_result(struct redis_link *link, enum link_status status, r
 void handlers_dispatch(struct shard *s, struct pr_request *req)
 {
     ASSERT_THREAD_OF(ROLE_SHARD, s);
+    const struct presence_conf *c = s->conf;
+    req->slot = c->cache.mode == REDIS_CLUSTER || c->queue.mode == REDIS_CLUSTER ? user_slot(req->user_id) : 0;
+    req->replicas = -1;
     int rc = 0;
     switch (req->method) {
     case PR_METHOD_BIND:

@@ -3,7 +3,7 @@
 #define PR_SHARDS_HANDLERS_H
 
 #include "core/request.h"
-#include "shards/redis_link.h"
+#include "shards/redis_router.h"
 
 struct shard;
 

@@ -23,8 +23,10 @@ static void link_teardown(struct redis_link *link);
 /* The one place the state changes, so the `up` gauge always agrees with it. */
 static void link_set_state(struct redis_link *link, enum link_state state)
 {
+    bool was_up = link->state == LINK_UP, is_up = state == LINK_UP;
     link->state = state;
-    counter_set(&link->up, state == LINK_UP);
+    if (was_up != is_up) /* a shared gauge counts links: up and down by one (wrapping add) */
+        counter_add(&link->cnt->up, is_up ? 1u : UINT64_MAX);
 }
 
 static uint32_t fifo_count(const struct redis_link *link)
@@ -148,7 +150,7 @@ static void link_ready(struct redis_link *link)
     link_set_state(link, LINK_UP);
     link->backoff = BACKOFF_MIN;
     if (link->ever_up)
-        counter_add(&link->reconnects, 1);
+        counter_add(&link->cnt->reconnects, 1);
     link->ever_up = true;
     probe_arm(link, probe_interval(link));
     log_info("redis connected role=%s addr=%s:%d", link->role, link->host, link->port);
@@ -161,7 +163,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     if (status != REDIS_OK) {
         /* hiredis frees ac after we return, answering queued commands: never sent. */
-        counter_add(&link->errors, 1);
+        counter_add(&link->cnt->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis connect failed role=%s addr=%s:%d error=\"%s\"", link->role,
                     link->host, link->port, ac->errstr);
         link_mark_down(link);
@@ -177,7 +179,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     struct redis_link *link = ac->data;
     if (ac != link->ac)
         return; /* our own teardown: already handled */
-    counter_add(&link->errors, 1);
+    counter_add(&link->cnt->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis connection lost role=%s addr=%s:%d error=\"%s\"", link->role,
                 link->host, link->port, ac->errstr ? ac->errstr : "closed");
     /* Connected, so the pending commands were sent: LINK_LOST, before or after this callback. */
@@ -196,7 +198,7 @@ static void on_setup_reply(struct redis_link *link, enum link_status status, red
                       reply->element[0]->type == REDIS_REPLY_STRING && strcmp(reply->element[0]->str, "master") == 0;
         if (master)
             return;
-        counter_add(&link->errors, 1);
+        counter_add(&link->cnt->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis is not a master, asking the sentinels again role=%s addr=%s:%d",
                     link->role, link->host, link->port);
         if (link->ac != NULL)
@@ -208,7 +210,7 @@ static void on_setup_reply(struct redis_link *link, enum link_status status, red
             link_ready(link);
         return;
     }
-    counter_add(&link->errors, 1);
+    counter_add(&link->cnt->errors, 1);
     log_limited(&link->log_lim, LOG_ERROR, "redis %s failed role=%s error=\"%s\"", what, link->role, reply->str);
     if (link->ac != NULL)
         link_teardown(link);
@@ -227,7 +229,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_start(loop, w);
         return;
     }
-    counter_add(&link->errors, 1);
+    counter_add(&link->cnt->errors, 1);
     log_limited(&link->log_lim, LOG_WARN, "redis timeout, reconnecting role=%s addr=%s:%d timeout_ms=%d",
                 link->role, link->host, link->port, link->conf->timeout_ms);
     link_teardown(link);
@@ -330,7 +332,7 @@ static void link_connect_now(struct redis_link *link)
 {
     redisAsyncContext *ac = redisAsyncConnect(link->host, link->port);
     if (ac == NULL || ac->err) {
-        counter_add(&link->errors, 1);
+        counter_add(&link->cnt->errors, 1);
         log_limited(&link->log_lim, LOG_WARN, "redis connect failed role=%s addr=%s:%d error=\"%s\"", link->role,
                     link->host, link->port, ac ? ac->errstr : "out of memory");
         if (ac != NULL)
@@ -358,7 +360,7 @@ static void link_connect_now(struct redis_link *link)
         setup_command(link, "ROLE", "ROLE");
     if (setup_command(link, "SELECT", "SELECT %d", c->database) < 0) {
         /* Without SELECT the link would never come UP, nor time out: start over. */
-        counter_add(&link->errors, 1);
+        counter_add(&link->cnt->errors, 1);
         link_teardown(link);
         return;
     }
@@ -374,7 +376,7 @@ static void on_master_found(void *owner, const char *host, int port)
     if (link->stopping || link->ac != NULL)
         return;
     if (host == NULL) {
-        counter_add(&link->errors, 1);
+        counter_add(&link->cnt->errors, 1);
         schedule_reconnect(link);
         return;
     }
@@ -426,6 +428,7 @@ int link_init(struct redis_link *link, const char *role, const struct redis_conf
     sentinel_init(&link->sentinel, role, conf, loop, link, on_master_found, on_master_switched);
     link->backoff = BACKOFF_MIN;
     link->fail_status = LINK_LOST;
+    link->cnt = &link->own;
     link->seed = (unsigned int)(uintptr_t)link;
     link->fifo = malloc(FIFO_INITIAL * sizeof(*link->fifo));
     if (link->fifo == NULL)
@@ -438,6 +441,22 @@ int link_init(struct redis_link *link, const char *role, const struct redis_conf
     ev_timer_init(&link->reconnect_timer, on_reconnect_timer, 0., 0.);
     link->reconnect_timer.data = link;
     return 0;
+}
+
+void link_set_target(struct redis_link *link, const char *host, int port)
+{
+    snprintf(link->host, sizeof(link->host), "%s", host);
+    link->port = port;
+}
+
+uint32_t link_in_flight(const struct redis_link *link)
+{
+    return fifo_count(link);
+}
+
+void link_share_counters(struct redis_link *link, struct link_counters *shared)
+{
+    link->cnt = shared;
 }
 
 void link_start(struct redis_link *link)

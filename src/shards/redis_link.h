@@ -59,6 +59,14 @@ struct link_pending {
     ev_tstamp deadline; /* when the command times out */
 };
 
+/* What metrics read of a link (one writer: the shard). A cluster's links share one set, so that
+ * a link dropped with its master leaves its counts behind and readers never touch a freed link. */
+struct link_counters {
+    counter_t reconnects; /* connections set up (UP) after the first */
+    counter_t errors;     /* timeouts, lost connections, failed connects, setup errors */
+    counter_t up;         /* links UP now (a gauge: 1 or 0 for a link of its own) */
+};
+
 struct redis_link {
     const char *role;               /* "cache" or "queue", for logs */
     const struct redis_conf *conf;  /* address, database, timeout, credentials */
@@ -86,15 +94,20 @@ struct redis_link {
     ev_tstamp backoff;              /* next reconnect delay */
     unsigned int seed;              /* jitter */
 
-    counter_t reconnects;           /* connections set up (UP) after the first */
-    counter_t errors;               /* timeouts, lost connections, failed connects, setup errors */
-    counter_t up;                   /* 1 while UP (a gauge for /healthz and metrics) */
+    struct link_counters own;       /* the counters, unless link_share_counters pointed elsewhere */
+    struct link_counters *cnt;      /* where this link counts: &own or a shared set */
     bool ever_up;                   /* has been UP at least once */
     struct log_limit log_lim;       /* one line per second while Redis is down */
 };
 
 int link_init(struct redis_link *link, const char *role, const struct redis_conf *conf,
               struct ev_loop *loop, void *owner, link_setup_fn *on_setup);
+/* Before link_start: connect to host:port instead of conf's address (a cluster node). */
+void link_set_target(struct redis_link *link, const char *host, int port);
+/* Before link_start: count into *shared (zeroed by its owner) instead of the link's own. */
+void link_share_counters(struct redis_link *link, struct link_counters *shared);
+/* Commands sent and not answered yet. */
+uint32_t link_in_flight(const struct redis_link *link);
 /* Start connecting (shard thread). */
 void link_start(struct redis_link *link);
 /* Close for good: pending commands get LINK_LOST (or NOT_SENT if never sent). */

@@ -97,8 +97,8 @@ static void on_stop(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     struct shard *s = w->data;
     on_wake(loop, &s->wake, 0); /* nothing submitted is left unanswered */
-    link_stop(&s->cache);
-    link_stop(&s->queue);
+    router_stop(&s->cache);
+    router_stop(&s->queue);
     handlers_fail_retries(s);
     on_before_sleep(loop, &s->before_sleep, 0);
     ev_break(loop, EVBREAK_ALL);
@@ -114,8 +114,8 @@ static void *shard_main(void *arg)
     /* batch_sched_above = 0: always SCHED_BATCH; otherwise start normal, adapt (sched_adapt). */
     if (s->conf->batch_sched_above == 0)
         sched_set(s, true);
-    link_start(&s->cache);
-    link_start(&s->queue);
+    router_start(&s->cache);
+    router_start(&s->queue);
     ev_run(s->loop, 0);
     return NULL;
 }
@@ -147,8 +147,8 @@ int shard_init(struct shard *s, int id, const struct presence_conf *conf, struct
     ev_prepare_start(s->loop, &s->before_sleep);
     if (handlers_init(s) < 0)
         return -1;
-    if (link_init(&s->cache, "cache", &conf->cache, s->loop, s, handlers_cache_setup) < 0 ||
-        link_init(&s->queue, "queue", &conf->queue, s->loop, s, NULL) < 0)
+    if (router_init(&s->cache, "cache", &conf->cache, s->loop, s, handlers_cache_setup) < 0 ||
+        router_init(&s->queue, "queue", &conf->queue, s->loop, s, NULL) < 0)
         return -1;
     return 0;
 }
@@ -173,8 +173,8 @@ void shard_stop(struct shard *s)
 void shard_destroy(struct shard *s)
 {
     resp_free(&s->resp);
-    link_destroy(&s->cache);
-    link_destroy(&s->queue);
+    router_destroy(&s->cache);
+    router_destroy(&s->queue);
     if (s->loop != NULL)
         ev_loop_destroy(s->loop);
     ring_destroy(&s->inbox);
@@ -200,11 +200,19 @@ void shard_stats_read(const struct shard *s, struct shard_stats *out)
     out->delivered = counter_get(&s->counters.delivered);
     out->undelivered = counter_get(&s->counters.undelivered);
     out->deliver_retries = counter_get(&s->counters.deliver_retries);
-    const struct redis_link *links[SHARD_LINKS] = {[SHARD_LINK_CACHE] = &s->cache, [SHARD_LINK_QUEUE] = &s->queue};
+    const struct redis_router *routers[SHARD_LINKS] = {[SHARD_LINK_CACHE] = &s->cache, [SHARD_LINK_QUEUE] = &s->queue};
     for (int r = 0; r < SHARD_LINKS; r++) {
-        out->link[r].up = counter_get(&links[r]->up);
-        out->link[r].errors = counter_get(&links[r]->errors);
-        out->link[r].reconnects = counter_get(&links[r]->reconnects);
+        const struct link_counters *lc = router_link_counters(routers[r]);
+        const struct router_counters *rc = &routers[r]->counters;
+        out->link[r].up = counter_get(&lc->up);
+        out->link[r].all_up = router_all_up(routers[r]);
+        out->link[r].errors = counter_get(&lc->errors);
+        out->link[r].reconnects = counter_get(&lc->reconnects);
+        out->link[r].moved = counter_get(&rc->moved);
+        out->link[r].ask = counter_get(&rc->ask);
+        out->link[r].retries = counter_get(&rc->retries);
+        out->link[r].refreshes = counter_get(&rc->refreshes);
+        out->link[r].masters = counter_get(&rc->masters);
     }
     out->inbox_depth = ring_depth(&s->inbox);
 }
@@ -225,8 +233,14 @@ void shard_stats_sum(const struct shard *shards, int n, struct shard_stats *out)
         out->deliver_retries += one.deliver_retries;
         for (int r = 0; r < SHARD_LINKS; r++) {
             out->link[r].up += one.link[r].up;
+            out->link[r].all_up += one.link[r].all_up;
             out->link[r].errors += one.link[r].errors;
             out->link[r].reconnects += one.link[r].reconnects;
+            out->link[r].moved += one.link[r].moved;
+            out->link[r].ask += one.link[r].ask;
+            out->link[r].retries += one.link[r].retries;
+            out->link[r].refreshes += one.link[r].refreshes;
+            out->link[r].masters += one.link[r].masters;
         }
         out->inbox_depth += one.inbox_depth;
     }

@@ -18,7 +18,7 @@
 #include "core/counter.h"
 #include "core/request.h"
 #include "core/ring.h"
-#include "shards/redis_link.h"
+#include "shards/redis_router.h"
 #include "shards/resp.h"
 
 /* Written only by the shard thread; other threads read them through shard_stats_read. */
@@ -57,8 +57,8 @@ struct shard {
     bool answers_pending;                /* outbox got answers since the last wake-up */
     bool sched_batch;                    /* running under SCHED_BATCH now (shard.c sched_adapt) */
     uint32_t sched_wakes, sched_popped;  /* wake-ups and requests since the last policy check */
-    struct redis_link cache;             /* routes and statuses */
-    struct redis_link queue;             /* Pub/Sub */
+    struct redis_router cache;           /* routes and statuses */
+    struct redis_router queue;           /* Pub/Sub */
     struct resp resp;                    /* the Redis command being built */
     struct shard_script unbind_script;   /* compare-and-delete route + status */
     struct shard_script heartbeat_script;/* compare-and-renew TTLs */
@@ -102,9 +102,14 @@ struct shard_stats {
     uint64_t undelivered;     /* Deliver publishes with no subscriber */
     uint64_t deliver_retries; /* publish attempts after the first */
     struct {
-        uint64_t up;          /* connections up (1 or 0 for one shard) */
+        uint64_t up;          /* connections up (1 or 0 for one shard; on a cluster, one per master) */
+        uint64_t all_up;      /* 1 when every slot's master is connected (standalone: = up) */
         uint64_t errors;      /* timeouts, lost connections, failed connects, setup errors */
         uint64_t reconnects;  /* connections re-established after a failure */
+        uint64_t moved, ask;  /* cluster: redirects followed */
+        uint64_t retries;     /* cluster: commands sent again (TRYAGAIN, CLUSTERDOWN, LOADING, master unreachable) */
+        uint64_t refreshes;   /* cluster: slot maps taken */
+        uint64_t masters;     /* cluster: masters in the map */
     } link[SHARD_LINKS];      /* by SHARD_LINK_CACHE / SHARD_LINK_QUEUE */
     uint64_t inbox_depth;     /* requests waiting in the inbox ring */
 };

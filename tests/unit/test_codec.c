@@ -464,6 +464,10 @@ Test(codec, encode_bind_ok_has_route_key)
     for (size_t i = 0; i < 3; i++) {
         struct pr_request req;
         decoded(&req, PR_METHOD_BIND, uids[i]);
+        /* The shard names the key (user:route:{<uid>} on a cluster) in route, NUL-terminated. */
+        int n = snprintf(req.route_inline, sizeof(req.route_inline), "user:route:{%lld}", (long long)uids[i]);
+        req.route = req.route_inline;
+        req.route_len = (size_t)n;
         request_set_result(&req, MPIM__CODE__OK, NULL);
         uint8_t *frame;
         size_t len;
@@ -473,9 +477,7 @@ Test(codec, encode_bind_ok_has_route_key)
         cr_assert_not_null(r->result, "result must always be present");
         cr_assert_eq(r->result->code, MPIM__CODE__OK);
         cr_assert_str_eq(r->result->msg, "");
-        char want[64];
-        snprintf(want, sizeof(want), "user:route:%lld", (long long)uids[i]);
-        cr_assert_str_eq(r->route_key, want);
+        cr_assert_str_eq(r->route_key, req.route_inline);
         mpim__bind_route_resp__free_unpacked(r, NULL);
         free(frame);
         request_reset(&req);

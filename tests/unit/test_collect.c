@@ -117,6 +117,10 @@ static const char *const families[] = {
     "impresence_redis_errors_total",
     "impresence_redis_reconnects_total",
     "impresence_redis_connections_up",
+    "impresence_redis_cluster_redirects_total",
+    "impresence_redis_cluster_retries_total",
+    "impresence_redis_cluster_map_refreshes_total",
+    "impresence_redis_cluster_masters",
     "impresence_redis_used_memory_bytes",
     "impresence_cache_keys",
     "impresence_online_users",
@@ -149,9 +153,10 @@ static void assert_family_order(void)
     cr_assert_eq(f, NFAMILIES - 1, "only %zu of %zu families emitted", f + 1, NFAMILIES);
 }
 
-/* Six OK series, 6 methods x (17 buckets + sum + count), 5 routing, 10 Redis, 2 x 2 per shard,
- * 8 connection series and the shard count. */
-#define ZERO_STATE_SAMPLES (6 + 6 * 19 + 5 + 10 + 2 * NSHARDS + 8 + 1)
+/* Six OK series, 6 methods x (17 buckets + sum + count), 5 routing, 10 Redis, 10 Redis Cluster
+ * (2 roles x (2 redirect kinds + retries + refreshes + masters)), 2 x 2 per shard, 8 connection
+ * series and the shard count. */
+#define ZERO_STATE_SAMPLES (6 + 6 * 19 + 5 + 10 + 10 + 2 * NSHARDS + 8 + 1)
 
 Test(collect, zero_state_series)
 {
@@ -191,14 +196,14 @@ Test(collect, sums_shards_and_acceptor)
     counter_add(&shards[1].counters.delivered, 5);
     counter_add(&shards[0].counters.undelivered, 6);
     counter_add(&shards[1].counters.deliver_retries, 7);
-    counter_set(&shards[0].cache.up, 1);
-    counter_set(&shards[1].cache.up, 1);
-    counter_set(&shards[0].queue.up, 1);
-    counter_add(&shards[0].cache.errors, 2);
-    counter_add(&shards[1].cache.errors, 3);
-    counter_add(&shards[0].cache.reconnects, 1);
-    counter_add(&shards[1].queue.errors, 10);
-    counter_add(&shards[1].queue.reconnects, 4);
+    counter_set(&shards[0].cache.single.own.up, 1);
+    counter_set(&shards[1].cache.single.own.up, 1);
+    counter_set(&shards[0].queue.single.own.up, 1);
+    counter_add(&shards[0].cache.single.own.errors, 2);
+    counter_add(&shards[1].cache.single.own.errors, 3);
+    counter_add(&shards[0].cache.single.own.reconnects, 1);
+    counter_add(&shards[1].queue.single.own.errors, 10);
+    counter_add(&shards[1].queue.single.own.reconnects, 4);
     counter_set(&gauges.used_memory[0], 1000);
     counter_set(&gauges.used_memory[1], 2000);
     counter_set(&gauges.cache_keys, 7);
@@ -389,22 +394,22 @@ Test(collect, health_and_ready_reasons)
 {
     expect(metrics_health, -1, "shard 0: cache redis down");
     expect(metrics_ready, -1, "shard 0: cache redis down");
-    counter_set(&shards[0].cache.up, 1);
+    counter_set(&shards[0].cache.single.own.up, 1);
     expect(metrics_health, -1, "shard 0: queue redis down");
     expect(metrics_ready, -1, "shard 1: cache redis down");
-    counter_set(&shards[0].queue.up, 1);
+    counter_set(&shards[0].queue.single.own.up, 1);
     expect(metrics_health, -1, "shard 1: cache redis down");
-    counter_set(&shards[1].cache.up, 1);
+    counter_set(&shards[1].cache.single.own.up, 1);
     expect(metrics_health, -1, "shard 1: queue redis down");
     expect(metrics_ready, 0, "ok");
-    counter_set(&shards[1].queue.up, 1);
+    counter_set(&shards[1].queue.single.own.up, 1);
     expect(metrics_health, 0, "ok");
-    counter_set(&shards[0].queue.up, 0);
+    counter_set(&shards[0].queue.single.own.up, 0);
     expect(metrics_health, -1, "shard 0: queue redis down");
     expect(metrics_ready, 0, "ok");
     counter_set(&acc.counters.draining, 1);
     expect(metrics_ready, -1, "shutting down");
-    counter_set(&shards[0].queue.up, 1);
+    counter_set(&shards[0].queue.single.own.up, 1);
     expect(metrics_health, 0, "ok"); /* health is about Redis only */
     /* A short buffer gets a truncated reason, still terminated. */
     char small[8];

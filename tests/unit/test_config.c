@@ -602,8 +602,7 @@ Test(config, sentinel_mode_needs_sentinels_and_a_master_name)
         {"[redis_queue]\nmode = sentinel\nmaster_name = m\n", "[redis_queue] nodes"},
         {"[redis_cache]\nmode = sentinel\nmaster_name = m\nnodes = 127.0.0.1\n", "is not host:port"},
         {"[redis_cache]\nmode = sentinel\nmaster_name = m\nnodes = a:1,b:70000\n", "port"},
-        {"[redis_cache]\nmode = replica\n", "'replica' is not one of standalone, sentinel"},
-        {"[redis_queue]\nmode = cluster\n", "not built yet"},
+        {"[redis_cache]\nmode = replica\n", "'replica' is not one of standalone, cluster, sentinel"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct presence_conf c;
@@ -612,4 +611,41 @@ Test(config, sentinel_mode_needs_sentinels_and_a_master_name)
         cr_assert_eq(load_text(&c, cases[i].text, err, sizeof(err), NULL), -1, "accepted:\n%s", cases[i].text);
         cr_assert_not_null(strstr(err, cases[i].want), "error '%s' does not say '%s'", err, cases[i].want);
     }
+}
+
+/* §10: a cluster needs seed nodes and has database 0 only; both sections default to 0 there. */
+Test(config, cluster_mode_needs_seed_nodes_and_database_0)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[redis_queue]\nmode = cluster\n", "[redis_queue] nodes"},
+        {"[redis_cache]\nmode = cluster\nnodes = 127.0.0.1\n", "is not host:port"},
+        {"[redis_cache]\nmode = cluster\nnodes = 127.0.0.1:7000\ndatabase = 2\n",
+         "[redis_cache] database: 2, but a Redis Cluster has only database 0"},
+        {"[redis_queue]\nmode = cluster\nnodes = 127.0.0.1:7000\ndatabase = 1\n", "[redis_queue] database"},
+        {"[redis_queue]\npubsub = broadcast\n", "'broadcast' is not one of global, sharded"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct presence_conf c;
+        config_defaults(&c);
+        char err[512];
+        cr_assert_eq(load_text(&c, cases[i].text, err, sizeof(err), NULL), -1, "accepted:\n%s", cases[i].text);
+        cr_assert_not_null(strstr(err, cases[i].want), "error '%s' does not say '%s'", err, cases[i].want);
+    }
+    struct presence_conf c;
+    config_defaults(&c);
+    char err[512];
+    cr_assert_eq(load_text(&c,
+                           "[redis_cache]\nmode = cluster\nnodes = 127.0.0.1:7000,127.0.0.1:7001\n"
+                           "[redis_queue]\nmode = cluster\nnodes = 127.0.0.1:7000\ndatabase = 0\npubsub = sharded\n",
+                           err, sizeof(err), NULL),
+                 0, "%s", err);
+    cr_assert_eq(c.cache.mode, REDIS_CLUSTER);
+    cr_assert_eq(c.cache.nnodes, 2);
+    cr_assert_eq(c.cache.node[1].port, 7001);
+    cr_assert_eq(c.cache.database, 0);
+    cr_assert_eq(c.queue.database, 0, "the queue's default 1 becomes 0 on a cluster");
+    cr_assert_eq(c.queue.pubsub, PUBSUB_SHARDED);
+    cr_assert_eq(c.cache.pubsub, PUBSUB_GLOBAL);
 }
