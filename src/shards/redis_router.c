@@ -362,6 +362,8 @@ int router_send(struct redis_router *r, uint16_t slot, link_reply_fn *fn, void *
     ASSERT_THREAD_OF(ROLE_SHARD, r->owner);
     if (!r->cluster)
         return link_send(&r->single, fn, priv, cmd, len);
+    if (r->stopping)
+        return -1;
     struct routed_cmd *c = malloc(sizeof(*c) + len);
     if (c == NULL)
         return -1;
