@@ -1,8 +1,11 @@
 #include "core/codec.h"
 
+#include "core/config.h"
+
 #include <stdio.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/frame.h"
 #include "presence.pb-c.h"
 
@@ -82,7 +85,7 @@ const char *codec_check_gateway(const uint8_t *gw, size_t len)
 }
 
 /* Pull user_id and the fields the shard needs out of the decoded message. */
-static void extract_fields(struct pr_request *req)
+static void extract_fields(struct pr_request *req, int dialect)
 {
     switch (req->method) {
     case PR_METHOD_BIND: {
@@ -97,7 +100,8 @@ static void extract_fields(struct pr_request *req)
     case PR_METHOD_DELIVER: {
         Mpim__DeliverReq *m = (Mpim__DeliverReq *)req->args;
         req->user_id = m->user_id;
-        req->message = m->message;
+        /* MPIM's field 3 is the payload; the design's is message_type, which we do not use. */
+        req->message = dialect == DIALECT_MPIM ? m->message_type : m->message;
         break;
     }
     case PR_METHOD_UNBIND: {
@@ -118,7 +122,7 @@ static void extract_fields(struct pr_request *req)
 }
 
 int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len,
-                         size_t max_message_bytes)
+                         size_t max_message_bytes, int dialect)
 {
     pb_arena_init(&req->arena, req->arena_buf, sizeof(req->arena_buf));
     req->args = protobuf_c_message_unpack(request_desc[req->method], &req->arena.allocator, len, args);
@@ -127,7 +131,7 @@ int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len
                            request_method_name(req->method));
         return -1;
     }
-    extract_fields(req);
+    extract_fields(req, dialect);
 
     if (req->method == PR_METHOD_STATS)
         return 0;

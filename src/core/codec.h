@@ -19,9 +19,11 @@ int codec_lookup(const ProtobufCBinaryData *service, const ProtobufCBinaryData *
 const ProtobufCMessageDescriptor *codec_response_descriptor(int method);
 
 /* Decode args for req->method into req (args, user_id, gateway, message) and validate them.
+ * dialect (enum dialect, core/config.h) says where a Deliver's payload is: field 2 (seed) or
+ * field 3 (mpim, whose DeliverReq is { int64 to = 1; bytes payload = 3; }).
  * Returns 0, or -1 with req->code = INVALID and req->msg naming the field. */
 int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len,
-                         size_t max_message_bytes);
+                         size_t max_message_bytes, int dialect);
 
 /* Validation rules shared with clients: user_id > 0; gateway 1-255 printable ASCII bytes
  * (0x20-0x7e). */

@@ -12,7 +12,7 @@
 /* inih reads a line into a 200-byte buffer; a value must leave room for its key. */
 #define CONFIG_VALUE_MAX 180
 
-enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE, KEY_PUBSUB };
+enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE, KEY_PUBSUB, KEY_DIALECT };
 
 struct key_spec {
     const char *section;
@@ -46,6 +46,7 @@ static const struct key_spec keys[] = {
     SIZE("presence_service", "max_output_bytes", max_output_bytes, 1024, 1LL << 32),
     INT("presence_service", "idle_timeout", idle_timeout, 0, 86400 * 365),
     INT("presence_service", "batch_sched_above", batch_sched_above, 0, 1 << 20),
+    {"presence_service", "dialect", KEY_DIALECT, OFF(dialect), 0, 0, 0},
     {"presence_service", "log_level", KEY_LOG_LEVEL, OFF(log_level), 0, 0, 0},
     STR("presence_service", "log_file", log_file),
     STR("metrics", "host", metrics_host),
@@ -114,6 +115,17 @@ static int parse_number(const char *value, bool size_suffix, long long *out)
 static const char *const redis_modes[] = {[REDIS_STANDALONE] = "standalone", [REDIS_SENTINEL] = "sentinel",
                                           [REDIS_CLUSTER] = "cluster"};
 static const char *const pubsub_kinds[] = {[PUBSUB_GLOBAL] = "global", [PUBSUB_SHARDED] = "sharded"};
+static const char *const dialects[] = {[DIALECT_SEED] = "seed", [DIALECT_MPIM] = "mpim"};
+
+/* value's index in names[n], or -1. */
+static int find_name(const char *const *names, int n, const char *value)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(value, names[i]) == 0)
+            return i;
+    return -1;
+}
+#define FIND_NAME(names, value) find_name(names, (int)(sizeof(names) / sizeof(names[0])), value)
 
 static const struct key_spec *find_key(const char *section, const char *key)
 {
@@ -153,22 +165,25 @@ static int apply(struct presence_conf *c, const char *section, const char *key, 
         return 1;
     }
     case KEY_REDIS_MODE:
-        for (int m = 0; m < (int)(sizeof(redis_modes) / sizeof(redis_modes[0])); m++) {
-            if (strcmp(value, redis_modes[m]) == 0) {
-                *(int *)field = m;
-                return 1;
-            }
+        if ((v = FIND_NAME(redis_modes, value)) >= 0) {
+            *(int *)field = (int)v;
+            return 1;
         }
         snprintf(err, errlen, "'%s' is not one of standalone, cluster, sentinel", value);
         return -1;
     case KEY_PUBSUB:
-        for (int m = 0; m < (int)(sizeof(pubsub_kinds) / sizeof(pubsub_kinds[0])); m++) {
-            if (strcmp(value, pubsub_kinds[m]) == 0) {
-                *(int *)field = m;
-                return 1;
-            }
+        if ((v = FIND_NAME(pubsub_kinds, value)) >= 0) {
+            *(int *)field = (int)v;
+            return 1;
         }
         snprintf(err, errlen, "'%s' is not one of global, sharded", value);
+        return -1;
+    case KEY_DIALECT:
+        if ((v = FIND_NAME(dialects, value)) >= 0) {
+            *(int *)field = (int)v;
+            return 1;
+        }
+        snprintf(err, errlen, "'%s' is not one of seed, mpim", value);
         return -1;
     case KEY_INT:
     case KEY_SIZE:
@@ -342,6 +357,9 @@ void config_print(const struct presence_conf *c, FILE *out)
             break;
         case KEY_PUBSUB:
             fprintf(out, "%s = %s\n", k->key, pubsub_kinds[*(const int *)field]);
+            break;
+        case KEY_DIALECT:
+            fprintf(out, "%s = %s\n", k->key, dialects[*(const int *)field]);
             break;
         }
     }

@@ -22,6 +22,13 @@ enum redis_pubsub {
     PUBSUB_SHARDED, /* SPUBLISH to the channel's slot master (Redis >= 7) */
 };
 
+/* What clients speak (contract §9, [presence_service] dialect). */
+enum dialect {
+    DIALECT_SEED, /* the design's messages (§2) */
+    DIALECT_MPIM, /* MPIM as it ships: DeliverReq field 3 is the payload; Deliver publishes on the
+                   * gateway's channel 10000 + std::hash(gateway) % 50000 */
+};
+
 struct redis_conf {
     int mode;            /* enum redis_mode */
     char host[256];      /* Redis server address (standalone) */
@@ -52,6 +59,7 @@ struct presence_conf {
     size_t max_output_bytes;     /* unsent response bytes per connection before it is closed */
     int idle_timeout;            /* seconds without a request before a quiet connection is closed; 0 = never */
     int batch_sched_above;       /* shards use SCHED_BATCH from this many requests per wake-up; 0 = always */
+    int dialect;                 /* enum dialect */
     int log_level;               /* enum log_level */
     char log_file[256];          /* append logs here instead of stderr; reopened on SIGHUP */
     /* [metrics] */

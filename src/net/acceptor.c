@@ -127,7 +127,7 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
     req->method = (uint8_t)m;
     req->started_ns = acceptor_now_ns(acc); /* latency is kept per known method */
     TRACE_HOOK(trace_read(req));
-    if (codec_decode_request(req, args, args_len, acc->conf->max_message_bytes) < 0)
+    if (codec_decode_request(req, args, args_len, acc->conf->max_message_bytes, acc->conf->dialect) < 0)
         goto answer_here;
     if (req->method == PR_METHOD_STATS) {
         if (acc->stats != NULL)

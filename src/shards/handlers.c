@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "core/cluster_slot.h"
 #include "core/log.h"
+#include "core/mpim_hash.h"
 #include "core/thread_role.h"
 #include "presence.pb-c.h"
 #include "shards/redis_result.h"
@@ -70,14 +71,6 @@ static uint16_t user_slot(int64_t uid)
     char tag[24];
     int n = snprintf(tag, sizeof(tag), "%lld", (long long)uid);
     return cluster_crc16(tag, (size_t)n) % CLUSTER_SLOTS;
-}
-
-/* The slot of channel "user:<uid>" (no hash tag), where SPUBLISH must go. */
-static uint16_t channel_slot(int64_t uid)
-{
-    char channel[32];
-    int n = snprintf(channel, sizeof(channel), "user:%lld", (long long)uid);
-    return cluster_keyslot(channel, (size_t)n);
 }
 
 /* --- results --- */
@@ -359,13 +352,25 @@ static void on_deliver_published(struct redis_link *link, enum link_status statu
     }
 }
 
+/* Where a Deliver publishes: "user:<uid>", or with dialect = mpim the channel MPIM's gateway
+ * (the user's route, kept by on_deliver_route) subscribes to: 10000 + std::hash(gateway) % 50000. */
+static size_t deliver_channel(const struct shard *s, const struct pr_request *req, char *buf, size_t size)
+{
+    int n = s->conf->dialect == DIALECT_MPIM
+                ? snprintf(buf, size, "%u", mpim_gateway_channel(req->route, req->route_len))
+                : snprintf(buf, size, "user:%lld", (long long)req->user_id);
+    return (size_t)n;
+}
+
 static void deliver_publish(struct shard *s, struct pr_request *req)
 {
     req->attempts++;
     bool sharded = s->conf->queue.pubsub == PUBSUB_SHARDED;
+    char channel[32];
+    size_t n = deliver_channel(s, req, channel, sizeof(channel));
     resp_start(&s->resp, 3);
     resp_arg_str(&s->resp, sharded ? "SPUBLISH" : "PUBLISH");
-    resp_arg_id(&s->resp, "user:", (long long)req->user_id, "", NULL, 0);
+    resp_arg(&s->resp, channel, n);
     resp_arg(&s->resp, req->message.data, req->message.len);
     if (s->resp.failed) {
         deliver_retry_or_fail(s, req, "out of memory");
@@ -373,7 +378,7 @@ static void deliver_publish(struct shard *s, struct pr_request *req)
     }
     /* SPUBLISH must reach the channel's slot master; a PUBLISH any node spreads to every node,
      * so it goes by the user's slot, like the user's keys. */
-    uint16_t slot = sharded && s->conf->queue.mode == REDIS_CLUSTER ? channel_slot(req->user_id) : req->slot;
+    uint16_t slot = sharded && s->conf->queue.mode == REDIS_CLUSTER ? cluster_keyslot(channel, n) : req->slot;
     TRACE_HOOK(trace_sent(req));
     if (router_send(&s->queue, slot, on_deliver_published, req, s->resp.buf, s->resp.len) < 0)
         deliver_retry_or_fail(s, req, "queue redis unavailable");
@@ -389,6 +394,10 @@ static void on_deliver_route(struct redis_link *link, enum link_status status, r
     if (reply->type != REDIS_REPLY_STRING) {
         req->flag = false;
         request_set_result(req, MPIM__CODE__NOT_FOUND, NULL);
+        shard_answer(s, req);
+        return;
+    }
+    if (s->conf->dialect == DIALECT_MPIM && !take_route(req, reply)) { /* the channel names the gateway */
         shard_answer(s, req);
         return;
     }

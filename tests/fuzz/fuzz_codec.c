@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/config.h"
 #include "core/frame.h"
 #include "core/request.h"
 #include "presence.pb-c.h"
@@ -112,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&req, 0, sizeof(req));
         req.method = (uint8_t)m;
         bool gw = m == PR_METHOD_BIND || m == PR_METHOD_UNBIND || m == PR_METHOD_HEARTBEAT;
-        int rc = codec_decode_request(&req, args, len, max_msg);
+        int rc = codec_decode_request(&req, args, len, max_msg, DIALECT_SEED);
         if (rc == 0 && m == PR_METHOD_STATS) {
             /* Stats names no user: nothing to validate; the acceptor packs the answer. */
             CHECK(req.args != NULL);

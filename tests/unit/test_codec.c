@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/config.h"
 #include "core/frame.h"
 #include "core/request.h"
 #include "leak.h"
@@ -96,7 +97,7 @@ static int decode(struct pr_request *req, int method, int64_t uid, const void *g
     size_t len;
     uint8_t *buf = pack_request(method, uid, gw, gw_len, msg, msg_len, &len);
     req_init(req, method);
-    int rc = codec_decode_request(req, buf, len, max_msg);
+    int rc = codec_decode_request(req, buf, len, max_msg, DIALECT_SEED);
     /* The decoded message must not point into the caller's buffer: poison it. */
     memset(buf, 0xee, len);
     free(buf);
@@ -257,7 +258,7 @@ Test(codec, decode_unknown_fields_tolerated)
     const uint8_t buf[] = {0x08, 0x07, 0x7a, 0x02, 'z', 'z'};
     struct pr_request req;
     req_init(&req, PR_METHOD_QUERY);
-    cr_assert_eq(codec_decode_request(&req, buf, sizeof(buf), MAX_MSG), 0, "%s", req.msg);
+    cr_assert_eq(codec_decode_request(&req, buf, sizeof(buf), MAX_MSG, DIALECT_SEED), 0, "%s", req.msg);
     cr_assert_eq(req.user_id, 7);
     request_reset(&req);
     expect_no_leaks();
@@ -295,7 +296,7 @@ Test(codec, empty_args_mean_user_id_zero)
         int m = user_methods[k];
         struct pr_request req;
         req_init(&req, m);
-        int rc = codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG);
+        int rc = codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG, DIALECT_SEED);
         expect_invalid(&req, rc, "user_id", method_names[m]);
     }
     expect_no_leaks();
@@ -410,7 +411,7 @@ Test(codec, garbage_args_do_not_parse)
         for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
             struct pr_request req;
             req_init(&req, m);
-            int rc = codec_decode_request(&req, garbage[i], lens[i], MAX_MSG);
+            int rc = codec_decode_request(&req, garbage[i], lens[i], MAX_MSG, DIALECT_SEED);
             cr_assert_eq(rc, -1, "%s garbage %zu accepted", method_names[m], i);
             cr_assert_eq(req.code, MPIM__CODE__INVALID);
             cr_assert_null(req.args);
@@ -711,14 +712,14 @@ Test(codec, stats_decodes_without_user)
 {
     struct pr_request req;
     req_init(&req, PR_METHOD_STATS);
-    cr_assert_eq(codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG), 0, "%s", req.msg);
+    cr_assert_eq(codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG, DIALECT_SEED), 0, "%s", req.msg);
     cr_assert_not_null(req.args);
     cr_assert_eq(req.user_id, 0);
     request_reset(&req);
     /* Unknown fields are skipped, as for any proto3 message. */
     const uint8_t extra[] = {0x08, 0x05, 0x12, 0x01, 'x'};
     req_init(&req, PR_METHOD_STATS);
-    cr_assert_eq(codec_decode_request(&req, extra, sizeof(extra), MAX_MSG), 0, "%s", req.msg);
+    cr_assert_eq(codec_decode_request(&req, extra, sizeof(extra), MAX_MSG, DIALECT_SEED), 0, "%s", req.msg);
     request_reset(&req);
     expect_no_leaks();
 }
@@ -729,7 +730,7 @@ Test(codec, stats_garbage_does_not_parse)
     for (size_t i = 0; i < 3; i++) {
         struct pr_request req;
         req_init(&req, PR_METHOD_STATS);
-        cr_assert_eq(codec_decode_request(&req, garbage[i], i == 2 ? 1 : 3, MAX_MSG), -1,
+        cr_assert_eq(codec_decode_request(&req, garbage[i], i == 2 ? 1 : 3, MAX_MSG, DIALECT_SEED), -1,
                      "garbage %zu accepted", i);
         cr_assert_eq(req.code, MPIM__CODE__INVALID);
         cr_assert_null(req.args);
@@ -745,7 +746,7 @@ Test(codec, stats_packed_response_verbatim)
 {
     struct pr_request req;
     req_init(&req, PR_METHOD_STATS);
-    cr_assert_eq(codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG), 0);
+    cr_assert_eq(codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG, DIALECT_SEED), 0);
     Mpim__Result result = MPIM__RESULT__INIT;
     Mpim__Stat s1 = MPIM__STAT__INIT, s2 = MPIM__STAT__INIT;
     char name1[] = "impresence_requests_total{method=\"QueryRoute\",code=\"OK\"}", name2[] = "impresence_connections";
@@ -790,7 +791,7 @@ Test(codec, stats_error_reply)
 {
     struct pr_request req;
     req_init(&req, PR_METHOD_STATS);
-    cr_assert_eq(codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG), 0);
+    cr_assert_eq(codec_decode_request(&req, (const uint8_t *)"", 0, MAX_MSG, DIALECT_SEED), 0);
     request_set_result(&req, MPIM__CODE__INTERNAL, "out of memory");
     uint8_t *frame;
     size_t len;
@@ -863,5 +864,26 @@ Test(codec, valid_utf8_helper)
     cr_assert_not(valid_utf8("\xff"));
     cr_assert_not(valid_utf8("\xc3"));
     cr_assert_not(valid_utf8("\xa9"));
+    expect_no_leaks();
+}
+
+/* §9: with dialect = mpim a Deliver's payload is field 3 (MPIM's DeliveReq { to = 1; payload = 3 }),
+ * bytes exact; field 2 (the design's message) is not it. */
+Test(codec, mpim_dialect_takes_the_deliver_payload_from_field_3)
+{
+    static const uint8_t args[] = {0x08, 42, 0x12, 1, 'm', 0x1a, 4, 'p', 0, 0xff, 'q'};
+    struct pr_request req;
+    memset(&req, 0, sizeof(req));
+    req.method = PR_METHOD_DELIVER;
+    cr_assert_eq(codec_decode_request(&req, args, sizeof(args), MAX_MSG, DIALECT_MPIM), 0, "%s", req.msg);
+    cr_assert_eq(req.user_id, 42);
+    cr_assert_eq(req.message.len, 4);
+    cr_assert_eq(memcmp(req.message.data, "p\0\xffq", 4), 0);
+    request_reset(&req);
+    memset(&req, 0, sizeof(req));
+    req.method = PR_METHOD_DELIVER;
+    cr_assert_eq(codec_decode_request(&req, args, sizeof(args), MAX_MSG, DIALECT_SEED), 0, "%s", req.msg);
+    cr_assert_eq(req.message.len, 1, "seed: field 2");
+    request_reset(&req);
     expect_no_leaks();
 }

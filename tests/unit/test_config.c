@@ -649,3 +649,18 @@ Test(config, cluster_mode_needs_seed_nodes_and_database_0)
     cr_assert_eq(c.queue.pubsub, PUBSUB_SHARDED);
     cr_assert_eq(c.cache.pubsub, PUBSUB_GLOBAL);
 }
+
+/* §9: the dialect is seed (default) or mpim; anything else names the key. */
+Test(config, dialect_is_seed_or_mpim)
+{
+    struct presence_conf c;
+    config_defaults(&c);
+    cr_assert_eq(c.dialect, DIALECT_SEED);
+    char err[512];
+    cr_assert_eq(load_text(&c, "[presence_service]\ndialect = mpim\n", err, sizeof(err), NULL), 0, "%s", err);
+    cr_assert_eq(c.dialect, DIALECT_MPIM);
+    config_defaults(&c);
+    cr_assert_eq(load_text(&c, "[presence_service]\ndialect = MPIM\n", err, sizeof(err), NULL), -1);
+    cr_assert_not_null(strstr(err, "[presence_service] dialect: 'MPIM' is not one of seed, mpim"), "%s", err);
+    cr_assert_eq(c.dialect, DIALECT_SEED, "a refused value changes nothing");
+}
