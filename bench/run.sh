@@ -2,23 +2,28 @@
 # bench/run.sh — one command: build Release, start a private redis-server and im-presence, and
 # print a markdown comparison with redis-benchmark on the same machine.
 #
-#   bench/run.sh [--quick]
+#   bench/run.sh [--quick] [--cluster | --cluster-only]
 #
-#   --quick   ~1 s per row (a smoke test, < 1 min); default ~5 s per row (< ~5 min on 2 cores)
+#   --quick          ~1 s per row (a smoke test, < 1 min); default ~5 s per row (< ~5 min on 2 cores)
+#   --cluster        then also a 3-master Redis Cluster against one Redis (bench/cluster.sh)
+#   --cluster-only   only that section (~1.5 min with --quick, ~6 min without)
 #
 # Environment: BENCH_THREADS (im-presence-bench threads; default 1, like redis-benchmark),
-# BENCH_SHARDS (im-presence shards for the per-method rows; default 4), BENCH_USERS.
+# BENCH_SHARDS (im-presence shards for the per-method rows; default 4), BENCH_USERS,
+# BENCH_BUILD (build directory; default build/release).
 # Installs what is missing (scripts/install-deps.sh), like the README's commands. Everything it
 # starts listens on 127.0.0.1 on free ports, lives in a temp dir, and is stopped on exit.
 # The table goes to stdout, progress to stderr.
 set -euo pipefail
 
-QUICK=0
+QUICK=0 CLUSTER=0
 for arg in "$@"; do
     case "$arg" in
     --quick) QUICK=1 ;;
+    --cluster) CLUSTER=1 ;;
+    --cluster-only) CLUSTER=only ;;
     -h | --help)
-        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -29,7 +34,7 @@ for arg in "$@"; do
 done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD="$ROOT/build/release"
+BUILD=${BENCH_BUILD:-$ROOT/build/release}
 THREADS=${BENCH_THREADS:-1}
 SHARDS=${BENCH_SHARDS:-4}
 if [[ $QUICK == 1 ]]; then
@@ -154,11 +159,26 @@ start_redis() {
 }
 
 # --- im-presence ----------------------------------------------------------------------------
+# Optional, set for one call (bench/cluster.sh): PRES_NAME names the ini and log files (default
+# presence), PRES_REDIS_INI replaces the two standalone Redis sections, PRES_METRICS=1 opens the
+# metrics listener on a free port (PRES_METRICS_PORT).
 start_presence() { # shards
-    local shards=$1 port pid
+    local shards=$1 port pid name=${PRES_NAME:-presence} mport=0
+    local redis_ini=${PRES_REDIS_INI:-"[redis_cache]
+host = 127.0.0.1
+port = $REDIS_PORT
+database = 0
+timeout = 2000
+
+[redis_queue]
+host = 127.0.0.1
+port = $REDIS_PORT
+database = 1
+timeout = 2000"}
     for _ in 1 2 3 4 5; do
         port=$(free_port)
-        cat >"$TMP/presence.ini" <<EOF
+        [[ ${PRES_METRICS:-0} == 1 ]] && mport=$(free_port)
+        cat >"$TMP/$name.ini" <<EOF
 [presence_service]
 host = 127.0.0.1
 port = $port
@@ -170,28 +190,18 @@ log_level = warn
 route_ttl = 3600
 status_ttl = 3600
 
-[redis_cache]
-host = 127.0.0.1
-port = $REDIS_PORT
-database = 0
-timeout = 2000
+$redis_ini
 
-[redis_queue]
-host = 127.0.0.1
-port = $REDIS_PORT
-database = 1
-timeout = 2000
-
-# No metrics listener: its fixed default port would collide between runs (ignored if unknown).
+# No metrics listener by default: its fixed default port would collide between runs.
 [metrics]
-port = 0
+port = $mport
 EOF
-        "$SERVER" -c "$TMP/presence.ini" >"$TMP/presence.log" 2>&1 &
+        "$SERVER" -c "$TMP/$name.ini" >"$TMP/$name.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")
         for _ in $(seq 50); do
             if alive "$pid" && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                PRES_PID=$pid PRES_PORT=$port
+                PRES_PID=$pid PRES_PORT=$port PRES_METRICS_PORT=$mport
                 sleep 0.2 # let the shards finish connecting to redis
                 return 0
             fi
@@ -200,7 +210,7 @@ EOF
         done
         stop_pid "$pid"
     done
-    tail -n 20 "$TMP/presence.log" >&2
+    tail -n 20 "$TMP/$name.log" >&2
     die "im-presence did not start"
 }
 
@@ -286,6 +296,15 @@ redis_row() { # test c P
 }
 
 # --- run --------------------------------------------------------------------------------------
+if [[ $CLUSTER != 0 ]]; then
+    # shellcheck source=bench/cluster.sh
+    source "$ROOT/bench/cluster.sh"
+fi
+if [[ $CLUSTER == only ]]; then
+    cluster_section
+    log "done"
+    exit 0
+fi
 start_redis
 log "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 start_presence "$SHARDS"
@@ -420,4 +439,8 @@ echo "### Memory"
 echo
 echo "- im-presence peak RSS (VmHWM) after the per-method rows ($SHARDS shards): ${PEAK_RSS:-?} MiB"
 echo "- im-presence idle RSS with 4 shards (VmRSS just after start): ${IDLE_RSS4:-?} MiB"
+if [[ $CLUSTER == 1 ]]; then
+    echo
+    cluster_section
+fi
 log "done"

@@ -294,9 +294,11 @@ static int consistent(int method, int64_t uid, const ProtobufCMessage *msg, int 
         const Mpim__BindRouteResp *r = (const Mpim__BindRouteResp *)msg;
         if (code != MPIM__CODE__OK)
             return 1;
-        char want[40];
+        /* On a Redis Cluster the key carries the user id as hash tag (contract §10). */
+        char want[40], tagged[40];
         snprintf(want, sizeof(want), "user:route:%" PRId64, uid);
-        return r->route_key != NULL && strcmp(r->route_key, want) == 0;
+        snprintf(tagged, sizeof(tagged), "user:route:{%" PRId64 "}", uid);
+        return r->route_key != NULL && (strcmp(r->route_key, want) == 0 || strcmp(r->route_key, tagged) == 0);
     }
     case PR_METHOD_QUERY: {
         const Mpim__QueryRouteResp *r = (const Mpim__QueryRouteResp *)msg;

@@ -10,6 +10,8 @@ packages=(
     libck-dev libinih-dev                       # SPSC rings, config file
     libcriterion-dev                            # unit and integration tests
     redis-server redis-tools                    # tests and scripts/run.sh start their own redis-server
+    libzookeeper-mt-dev                         # [zookeeper] discovery: the C client (multi-threaded)
+    zookeeper                                   # the server's jars (no service): tests start their own (pulls a JRE)
     clang libclang-rt-14-dev                    # libFuzzer targets (and sanitizer runtimes)
     jq                                          # bench/run.sh reads the load generator's JSON
 )

@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "metrics/http.h"
 #include "net/acceptor.h"
+#include "registrar/registrar.h"
 #include "shards/shard.h"
 
 static void usage(FILE *out)
@@ -79,21 +80,28 @@ static void log_effective_config(const struct presence_conf *c)
 {
     log_info("config: [presence_service] host=%s port=%d thread_count=%d max_connections=%d "
              "max_frame_bytes=%zu max_message_bytes=%zu max_inflight=%d queue_depth=%d "
-             "max_output_bytes=%zu idle_timeout=%d log_level=%s log_file=%s",
+             "max_output_bytes=%zu idle_timeout=%d batch_sched_above=%d dialect=%s log_level=%s log_file=%s",
              c->host, c->port, c->shards, c->max_connections, c->max_frame_bytes, c->max_message_bytes,
-             c->max_inflight, c->queue_depth, c->max_output_bytes, c->idle_timeout,
-             log_level_name(c->log_level), c->log_file[0] ? c->log_file : "(stderr)");
+             c->max_inflight, c->queue_depth, c->max_output_bytes, c->idle_timeout, c->batch_sched_above,
+             config_dialect_name(c->dialect), log_level_name(c->log_level), c->log_file[0] ? c->log_file : "(stderr)");
     log_info("config: [metrics] host=%s port=%d", c->metrics_host, c->metrics_port);
-    log_info("config: [route] route_ttl=%d status_ttl=%d max_retries=%d retry_interval=%d", c->route_ttl,
-             c->status_ttl, c->max_retries, c->retry_interval_ms);
+    log_info("config: [route] route_ttl=%d login_policy=%s status_ttl=%d max_retries=%d retry_interval=%d",
+             c->route_ttl, config_login_policy_name(c->login_policy), c->status_ttl, c->max_retries,
+             c->retry_interval_ms);
+    char advertise[192];
+    config_zookeeper_advertise(c, advertise, sizeof(advertise));
+    log_info("config: [zookeeper] hosts=%s session_timeout=%d advertise=%s",
+             c->zookeeper.hosts[0] ? c->zookeeper.hosts : "(off)", c->zookeeper.session_timeout_ms,
+             advertise);
     const struct redis_conf *r[2] = {&c->cache, &c->queue};
     for (int i = 0; i < 2; i++)
         log_info("config: [redis_%s] mode=%s host=%s port=%d nodes=%s master_name=%s database=%d timeout=%d "
-                 "wait_replicas=%d username=%s password=%s",
-                 i ? "queue" : "cache", r[i]->mode == REDIS_SENTINEL ? "sentinel" : "standalone", r[i]->host,
+                 "wait_replicas=%d pubsub=%s username=%s password=%s",
+                 i ? "queue" : "cache", config_redis_mode_name(r[i]->mode), r[i]->host,
                  r[i]->port, r[i]->nodes[0] ? r[i]->nodes : "(none)",
                  r[i]->master_name[0] ? r[i]->master_name : "(none)", r[i]->database, r[i]->timeout_ms,
-                 r[i]->wait_replicas, r[i]->username[0] ? r[i]->username : "(none)", r[i]->password[0] ? "(set)" : "(none)");
+                 r[i]->wait_replicas, config_pubsub_name(r[i]->pubsub), r[i]->username[0] ? r[i]->username : "(none)",
+                 r[i]->password[0] ? "(set)" : "(none)");
 }
 
 int main(int argc, char **argv)
@@ -141,7 +149,7 @@ int main(int argc, char **argv)
         }
     }
     static struct metrics_server metrics;
-    metrics.view = (struct metrics_view){&conf, &acc, shards, conf.shards, &metrics.gauges};
+    metrics.view = (struct metrics_view){&conf, &acc, shards, conf.shards, &metrics.gauges, NULL};
     acc.stats = metrics_pack_stats; /* Stats answers with what /metrics shows */
     acc.stats_source = &metrics.view;
     /* Metrics are for operators: without their port the service itself still runs. */
@@ -154,6 +162,14 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* ZooKeeper registration (§9) waits for the port and the shards by itself; on SIGTERM it
+     * deregisters before the acceptor drains. */
+    static struct registrar registrar;
+    if (registrar_start(&registrar, &conf, shards, conf.shards, acc.listener.fd) < 0)
+        return 1;
+    metrics.view.registrar = &registrar;
+    acc.before_drain = registrar_deregister;
+    acc.before_drain_arg = &registrar;
     if (metrics_server_start(&metrics) < 0) {
         log_error("start-up failed reason=thread thread=metrics");
         return 1;
@@ -164,6 +180,7 @@ int main(int argc, char **argv)
     int rc = acceptor_run(&acc) < 0 ? 1 : 0;
 
     log_set_thread("main");
+    registrar_stop(&registrar);
     metrics_server_stop(&metrics);
     for (int i = 0; i < conf.shards; i++)
         shard_stop(&shards[i]);

@@ -30,11 +30,11 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"bind", PR_METHOD_BIND, 2, 2},
+    {"bind", PR_METHOD_BIND, 2, 6},
     {"query", PR_METHOD_QUERY, 1, 1},
     {"deliver", PR_METHOD_DELIVER, 2, 3},
-    {"unbind", PR_METHOD_UNBIND, 2, 2},
-    {"heartbeat", PR_METHOD_HEARTBEAT, 2, 2},
+    {"unbind", PR_METHOD_UNBIND, 2, 6},
+    {"heartbeat", PR_METHOD_HEARTBEAT, 2, 6},
 };
 
 static void usage(FILE *f)
@@ -43,13 +43,20 @@ static void usage(FILE *f)
             "usage: " PROG " [-h HOST] [-p PORT] [-t TIMEOUT_MS] COMMAND ...\n"
             "\n"
             "commands:\n"
-            "  bind UID GW                 bind user UID to gateway GW (host:port)\n"
-            "  query UID                   show the gateway of user UID\n"
+            "  bind UID GW [--device D] [--platform P]\n"
+            "                              bind device D (default \"\") of user UID to gateway GW\n"
+            "  query UID                   show the gateway of user UID and each live session\n"
             "  deliver UID MESSAGE [TYPE]  publish MESSAGE to user UID\n"
-            "  unbind UID GW               remove the route if it still names GW\n"
-            "  heartbeat UID GW            renew the route if it still names GW\n"
+            "  unbind UID GW [--device D] [--epoch E]\n"
+            "                              end the session if it is still on GW (and holds epoch E)\n"
+            "  heartbeat UID GW [--device D] [--epoch E]\n"
+            "                              renew the session if it is still on GW (and holds epoch E)\n"
+            "  batch-query UID...          query every UID in one call: one line per UID, in order\n"
+            "  batch-deliver MESSAGE UID...\n"
+            "                              publish MESSAGE to every UID in one call, one line per UID\n"
             "  stats [--all]               the server's counters as a table (--all: with histogram buckets)\n"
-            "  watch [-n COUNT] [UID]      follow presence:route (and user:UID) on the queue Redis\n"
+            "  watch [-n COUNT] [UID]      follow presence:route, presence:kick (and user:UID) on the\n"
+            "                              queue Redis\n"
             "\n"
             "options:\n"
             "  -h HOST        server host (default 127.0.0.1)\n"
@@ -150,6 +157,10 @@ static void print_fields(int method, const ProtobufCMessage *m)
             fputs(" route_key=", stdout);
             print_value((const uint8_t *)r->route_key, strlen(r->route_key));
         }
+        if (r->epoch != 0)
+            printf(" epoch=%lld", (long long)r->epoch);
+        if (r->n_displaced > 0)
+            printf(" displaced=%zu", r->n_displaced);
         break;
     }
     case PR_METHOD_QUERY: {
@@ -159,6 +170,8 @@ static void print_fields(int method, const ProtobufCMessage *m)
             print_value(r->gateway_addr.data, r->gateway_addr.len);
         }
         printf(" online=%s", yes_no(r->is_online));
+        if (r->n_sessions > 0)
+            printf(" sessions=%zu", r->n_sessions);
         break;
     }
     case PR_METHOD_DELIVER: {
@@ -175,7 +188,22 @@ static void print_fields(int method, const ProtobufCMessage *m)
     }
 }
 
-/* Print the answer on one line and map its code to the exit status. Error replies carry only
+/* "  <what> device=D gateway=G platform=P epoch=E last_seen_ms=T", one line per session. */
+static void print_sessions(const char *what, Mpim__Session *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const Mpim__Session *x = list[i];
+        printf("  %s device=", what);
+        print_value((const uint8_t *)x->device_id, strlen(x->device_id));
+        fputs(" gateway=", stdout);
+        print_value((const uint8_t *)x->gateway_addr, strlen(x->gateway_addr));
+        printf(" platform=%d epoch=%lld last_seen_ms=%lld\n", (int)x->platform, (long long)x->epoch,
+               (long long)x->last_seen_ms);
+    }
+}
+
+/* Print the answer on one line (then one line per session listed) and map its code to the exit
+ * status. Error replies carry only
  * a Result, so their method fields (all defaults) are left out. */
 static int print_reply(int method, const ProtobufCMessage *m)
 {
@@ -195,47 +223,181 @@ static int print_reply(int method, const ProtobufCMessage *m)
         print_quoted((const uint8_t *)msg, strlen(msg));
     }
     putchar('\n');
+    if (answer && method == PR_METHOD_BIND) /* the sessions this Bind ended, one per line */
+        print_sessions("displaced", ((const Mpim__BindRouteResp *)m)->displaced,
+                       ((const Mpim__BindRouteResp *)m)->n_displaced);
+    if (answer && method == PR_METHOD_QUERY)
+        print_sessions("session", ((const Mpim__QueryRouteResp *)m)->sessions,
+                       ((const Mpim__QueryRouteResp *)m)->n_sessions);
     return answer ? EXIT_ANSWER : EXIT_REFUSED;
+}
+
+/* --device D, --platform P, --epoch E after UID GW (bind takes --platform, unbind and heartbeat
+ * --epoch). 0, or -1 with a usage error printed. */
+struct session_opts {
+    const char *device;
+    long long platform, epoch;
+};
+
+static int parse_session_opts(int method, int nargs, char **args, struct session_opts *o)
+{
+    *o = (struct session_opts){"", 0, 0};
+    for (int i = 2; i < nargs; i += 2) {
+        const char *opt = args[i], *val = i + 1 < nargs ? args[i + 1] : NULL;
+        bool ok = val != NULL;
+        if (ok && strcmp(opt, "--device") == 0)
+            o->device = val;
+        else if (ok && strcmp(opt, "--platform") == 0 && method == PR_METHOD_BIND)
+            ok = parse_ll(val, INT32_MIN, INT32_MAX, &o->platform);
+        else if (ok && strcmp(opt, "--epoch") == 0 && method != PR_METHOD_BIND)
+            ok = parse_ll(val, LLONG_MIN, LLONG_MAX, &o->epoch);
+        else
+            ok = false;
+        if (!ok) {
+            usage_error("bad option '%s'", opt);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static ProtobufCBinaryData bytes_of(const char *s)
+{
+    return (ProtobufCBinaryData){strlen(s), (uint8_t *)s};
 }
 
 /* Send the command's request and wait for the answer. args[0] is the UID. */
 static int run(struct pc_client *c, const struct command *cmd, int64_t uid, int nargs, char **args,
-               ProtobufCMessage **resp)
+               const struct session_opts *o, ProtobufCMessage **resp)
 {
-    int rc;
     switch (cmd->method) {
     case PR_METHOD_BIND: {
-        Mpim__BindRouteResp *r = NULL;
-        rc = pc_bind(c, uid, args[1], &r);
-        *resp = r != NULL ? &r->base : NULL;
-        break;
+        Mpim__BindRouteReq req = MPIM__BIND_ROUTE_REQ__INIT;
+        req.user_id = uid;
+        req.gateway_addr = bytes_of(args[1]);
+        req.device_id = bytes_of(o->device);
+        req.platform = (int32_t)o->platform;
+        return pc_call(c, PR_METHOD_BIND, &req.base, resp);
     }
     case PR_METHOD_QUERY: {
         Mpim__QueryRouteResp *r = NULL;
-        rc = pc_query(c, uid, &r);
+        int rc = pc_query(c, uid, &r);
         *resp = r != NULL ? &r->base : NULL;
-        break;
+        return rc;
     }
     case PR_METHOD_DELIVER: {
         Mpim__DeliverResp *r = NULL;
-        rc = pc_deliver(c, uid, args[1], strlen(args[1]), nargs > 2 ? args[2] : NULL, &r);
+        int rc = pc_deliver(c, uid, args[1], strlen(args[1]), nargs > 2 ? args[2] : NULL, &r);
         *resp = r != NULL ? &r->base : NULL;
-        break;
+        return rc;
     }
     case PR_METHOD_UNBIND: {
-        Mpim__UnbindRouteResp *r = NULL;
-        rc = pc_unbind(c, uid, args[1], &r);
-        *resp = r != NULL ? &r->base : NULL;
-        break;
+        Mpim__UnbindRouteReq req = MPIM__UNBIND_ROUTE_REQ__INIT;
+        req.user_id = uid;
+        req.gateway_addr = bytes_of(args[1]);
+        req.device_id = bytes_of(o->device);
+        req.epoch = o->epoch;
+        return pc_call(c, PR_METHOD_UNBIND, &req.base, resp);
     }
     default: {
-        Mpim__HeartbeatResp *r = NULL;
-        rc = pc_heartbeat(c, uid, args[1], &r);
-        *resp = r != NULL ? &r->base : NULL;
-        break;
+        Mpim__HeartbeatReq req = MPIM__HEARTBEAT_REQ__INIT;
+        req.user_id = uid;
+        req.gateway_addr = bytes_of(args[1]);
+        req.device_id = bytes_of(o->device);
+        req.epoch = o->epoch;
+        return pc_call(c, PR_METHOD_HEARTBEAT, &req.base, resp);
     }
     }
-    return rc;
+}
+
+/* batch-query UID... / batch-deliver MESSAGE UID... (contract §7): the ids, parsed before
+ * connecting. */
+struct batch_args {
+    int method;          /* PR_METHOD_BATCH_QUERY or PR_METHOD_BATCH_DELIVER */
+    const char *message; /* batch-deliver */
+    int64_t *ids;        /* malloc'd */
+    size_t n;
+};
+
+/* 0, or EXIT_USAGE with the error printed. args are what follows the command name. */
+static int parse_batch(const char *name, int nargs, char **args, struct batch_args *b)
+{
+    bool deliver = strcmp(name, "batch-deliver") == 0;
+    *b = (struct batch_args){deliver ? PR_METHOD_BATCH_DELIVER : PR_METHOD_BATCH_QUERY, NULL, NULL, 0};
+    int first = deliver ? 1 : 0;
+    if (nargs <= first)
+        return usage_error("wrong number of arguments for '%s'", name);
+    b->message = deliver ? args[0] : NULL;
+    b->ids = malloc((size_t)(nargs - first) * sizeof(*b->ids));
+    if (b->ids == NULL)
+        return usage_error("%s", "out of memory");
+    for (int i = first; i < nargs; i++) {
+        long long uid;
+        if (!parse_ll(args[i], LLONG_MIN, LLONG_MAX, &uid)) {
+            free(b->ids);
+            return usage_error("invalid UID '%s'", args[i]);
+        }
+        b->ids[b->n++] = (int64_t)uid;
+    }
+    return 0;
+}
+
+/* "CODE entries=N [timestamp=T] [msg=...]", then "  user=UID CODE fields" per id, in order. */
+static int print_batch(int method, const ProtobufCMessage *m)
+{
+    const Mpim__BatchQueryRouteResp *q = method == PR_METHOD_BATCH_QUERY ? (const void *)m : NULL;
+    const Mpim__BatchDeliverResp *d = method == PR_METHOD_BATCH_DELIVER ? (const void *)m : NULL;
+    const Mpim__Result *res = q != NULL ? q->result : d->result;
+    int code = res != NULL ? (int)res->code : MPIM__CODE__OK;
+    const char *msg = res != NULL && res->msg != NULL ? res->msg : "";
+    bool answer = code == MPIM__CODE__OK || code == MPIM__CODE__NOT_FOUND;
+    fputs(pc_code_name(code), stdout);
+    if (answer)
+        printf(" entries=%zu", q != NULL ? q->n_routes : d->n_results);
+    if (d != NULL)
+        printf(" timestamp=%lld", (long long)d->timestamp);
+    if (msg[0] != '\0') {
+        fputs(" msg=", stdout);
+        print_quoted((const uint8_t *)msg, strlen(msg));
+    }
+    putchar('\n');
+    for (size_t i = 0; q != NULL && i < q->n_routes; i++) {
+        const Mpim__RouteEntry *e = q->routes[i];
+        printf("  user=%lld %s", (long long)e->user_id, pc_code_name(e->code));
+        if (e->gateway_addr.len > 0) {
+            fputs(" gateway=", stdout);
+            print_value(e->gateway_addr.data, e->gateway_addr.len);
+        }
+        printf(" online=%s", yes_no(e->is_online));
+        if (e->n_sessions > 0)
+            printf(" sessions=%zu", e->n_sessions);
+        putchar('\n');
+    }
+    for (size_t i = 0; d != NULL && i < d->n_results; i++) {
+        const Mpim__DeliverEntry *e = d->results[i];
+        printf("  user=%lld %s delivered=%s\n", (long long)e->user_id, pc_code_name(e->code),
+               yes_no(e->delivered));
+    }
+    return answer ? EXIT_ANSWER : EXIT_REFUSED;
+}
+
+static int run_batch(struct pc_client *c, const char *where, const char *name, const struct batch_args *b)
+{
+    Mpim__BatchQueryRouteReq q = MPIM__BATCH_QUERY_ROUTE_REQ__INIT;
+    Mpim__BatchDeliverReq d = MPIM__BATCH_DELIVER_REQ__INIT;
+    q.n_user_ids = d.n_user_ids = b->n;
+    q.user_ids = d.user_ids = b->ids;
+    if (b->message != NULL)
+        d.message = bytes_of(b->message);
+    ProtobufCMessage *resp = NULL;
+    const ProtobufCMessage *req = b->method == PR_METHOD_BATCH_QUERY ? &q.base : &d.base;
+    if (pc_call(c, b->method, req, &resp) < 0) {
+        fprintf(stderr, PROG ": %s request to %s failed: %s\n", name, where, pc_error(c));
+        return EXIT_TRANSPORT;
+    }
+    int status = print_batch(b->method, resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return status;
 }
 
 /* watch [-n COUNT] [UID]: argv[0] is "watch". */
@@ -303,18 +465,26 @@ int main(int argc, char **argv)
     bool stats = strcmp(argv[optind], "stats") == 0;
     if (stats && (argc - optind > 2 || (argc - optind == 2 && strcmp(argv[optind + 1], "--all") != 0)))
         return usage_error("%s", "usage: stats [--all]");
-    const struct command *cmd = stats ? NULL : find_command(argv[optind]);
-    if (cmd == NULL && !stats)
+    bool batch = strcmp(argv[optind], "batch-query") == 0 || strcmp(argv[optind], "batch-deliver") == 0;
+    const struct command *cmd = stats || batch ? NULL : find_command(argv[optind]);
+    if (cmd == NULL && !stats && !batch)
         return usage_error("unknown command '%s'", argv[optind]);
     char **args = argv + optind + 1;
     int nargs = argc - optind - 1;
+    struct batch_args bargs = {0, NULL, NULL, 0};
+    if (batch && parse_batch(argv[optind], nargs, args, &bargs) != 0)
+        return EXIT_USAGE;
     long long uid = 0;
-    if (!stats) {
+    if (!stats && !batch) {
         if (nargs < cmd->min_args || nargs > cmd->max_args)
             return usage_error("wrong number of arguments for '%s'", cmd->name);
         if (!parse_ll(args[0], LLONG_MIN, LLONG_MAX, &uid))
             return usage_error("invalid UID '%s'", args[0]);
     }
+    struct session_opts opts = {"", 0, 0};
+    if (!stats && !batch && cmd->method != PR_METHOD_QUERY && cmd->method != PR_METHOD_DELIVER &&
+        parse_session_opts(cmd->method, nargs, args, &opts) < 0)
+        return EXIT_USAGE;
 
     /* IPv6 literals get brackets so the port stays readable. */
     char where[300];
@@ -327,7 +497,14 @@ int main(int argc, char **argv)
     struct pc_client *c = pc_connect(host, (int)port, (int)timeout_ms, &err);
     if (c == NULL) {
         fprintf(stderr, PROG ": cannot connect to %s: %s\n", where, err);
+        free(bargs.ids);
         return EXIT_TRANSPORT;
+    }
+    if (batch) {
+        int status = run_batch(c, where, argv[optind], &bargs);
+        free(bargs.ids);
+        pc_close(c);
+        return status;
     }
     if (stats) {
         int status = cli_stats(c, where, nargs == 1);
@@ -336,7 +513,7 @@ int main(int argc, char **argv)
     }
     ProtobufCMessage *resp = NULL;
     int status;
-    if (run(c, cmd, (int64_t)uid, nargs, args, &resp) < 0) {
+    if (run(c, cmd, (int64_t)uid, nargs, args, &opts, &resp) < 0) {
         fprintf(stderr, PROG ": %s request to %s failed: %s\n", cmd->name, where, pc_error(c));
         status = EXIT_TRANSPORT;
     } else {

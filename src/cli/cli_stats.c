@@ -64,6 +64,19 @@ static void print_event(const redisReply *msg)
             printf("%s route user=%.*s gateway=%.*s\n", stamp, (int)(colon - payload->str), payload->str,
                    (int)(payload->str + payload->len - colon - 1), colon + 1);
         }
+    } else if (strcmp(channel->str, "presence:kick") == 0) {
+        /* "<uid>:<device>:<epoch>:<gw>": uid, device and epoch hold no colon, the gateway may. */
+        const char *f[3] = {NULL}, *p = payload->str, *end = payload->str + payload->len;
+        for (int i = 0; i < 3 && p != NULL; i++) {
+            f[i] = memchr(p, ':', (size_t)(end - p));
+            p = f[i] != NULL ? f[i] + 1 : NULL;
+        }
+        if (f[2] == NULL)
+            printf("%s kick ? %.*s\n", stamp, (int)payload->len, payload->str);
+        else
+            printf("%s kick user=%.*s device=\"%.*s\" epoch=%.*s gateway=%.*s\n", stamp, (int)(f[0] - payload->str),
+                   payload->str, (int)(f[1] - f[0] - 1), f[0] + 1, (int)(f[2] - f[1] - 1), f[1] + 1,
+                   (int)(end - f[2] - 1), f[2] + 1);
     } else {
         printf("%s message channel=%s bytes=%zu data=\"", stamp, channel->str, (size_t)payload->len);
         for (size_t i = 0; i < payload->len; i++) {
@@ -88,20 +101,21 @@ int cli_watch(const char *host, int port, long long uid, long long count)
         redisFree(rc);
         return 3;
     }
-    redisReply *r = uid > 0 ? redisCommand(rc, "SUBSCRIBE presence:route user:%lld", uid)
-                            : redisCommand(rc, "SUBSCRIBE presence:route");
+    redisReply *r = uid > 0 ? redisCommand(rc, "SUBSCRIBE presence:route presence:kick user:%lld", uid)
+                            : redisCommand(rc, "SUBSCRIBE presence:route presence:kick");
     freeReplyObject(r);
-    if (uid > 0 && redisGetReply(rc, (void **)&r) == REDIS_OK) /* the second subscribe confirmation */
-        freeReplyObject(r);
+    for (int more = uid > 0 ? 2 : 1; more > 0; more--) /* the other subscribe confirmations */
+        if (redisGetReply(rc, (void **)&r) == REDIS_OK)
+            freeReplyObject(r);
     if (rc->err) {
         fprintf(stderr, "im-presence-cli: subscribe failed: %s\n", rc->errstr);
         redisFree(rc);
         return 3;
     }
     if (uid > 0)
-        printf("watching presence:route and user:%lld on %s:%d\n", uid, host, port);
+        printf("watching presence:route, presence:kick and user:%lld on %s:%d\n", uid, host, port);
     else
-        printf("watching presence:route on %s:%d\n", host, port);
+        printf("watching presence:route and presence:kick on %s:%d\n", host, port);
     fflush(stdout);
     struct timeval forever = {0, 0};
     redisSetTimeout(rc, forever);

@@ -1,12 +1,11 @@
 #include "core/codec.h"
 
-#include "core/config.h"
-
 #include <stdio.h>
 #include <string.h>
 
 #include "core/config.h"
 #include "core/frame.h"
+#include "core/session_list.h"
 #include "presence.pb-c.h"
 
 #define GATEWAY_MAX 255
@@ -18,6 +17,8 @@ static const ProtobufCMessageDescriptor *const request_desc[PR_METHOD_COUNT] = {
     [PR_METHOD_UNBIND] = &mpim__unbind_route_req__descriptor,
     [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_req__descriptor,
     [PR_METHOD_STATS] = &mpim__stats_req__descriptor,
+    [PR_METHOD_BATCH_QUERY] = &mpim__batch_query_route_req__descriptor,
+    [PR_METHOD_BATCH_DELIVER] = &mpim__batch_deliver_req__descriptor,
 };
 
 static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = {
@@ -27,6 +28,8 @@ static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = 
     [PR_METHOD_UNBIND] = &mpim__unbind_route_resp__descriptor,
     [PR_METHOD_HEARTBEAT] = &mpim__heartbeat_resp__descriptor,
     [PR_METHOD_STATS] = &mpim__stats_resp__descriptor,
+    [PR_METHOD_BATCH_QUERY] = &mpim__batch_query_route_resp__descriptor,
+    [PR_METHOD_BATCH_DELIVER] = &mpim__batch_deliver_resp__descriptor,
 };
 
 const ProtobufCMessageDescriptor *codec_response_descriptor(int method)
@@ -92,6 +95,8 @@ static void extract_fields(struct pr_request *req, int dialect)
         Mpim__BindRouteReq *m = (Mpim__BindRouteReq *)req->args;
         req->user_id = m->user_id;
         req->gateway = m->gateway_addr;
+        req->device = m->device_id;
+        req->platform = m->platform;
         break;
     }
     case PR_METHOD_QUERY:
@@ -108,15 +113,24 @@ static void extract_fields(struct pr_request *req, int dialect)
         Mpim__UnbindRouteReq *m = (Mpim__UnbindRouteReq *)req->args;
         req->user_id = m->user_id;
         req->gateway = m->gateway_addr;
+        req->device = m->device_id;
+        req->fence = m->epoch;
         break;
     }
     case PR_METHOD_HEARTBEAT: {
         Mpim__HeartbeatReq *m = (Mpim__HeartbeatReq *)req->args;
         req->user_id = m->user_id;
         req->gateway = m->gateway_addr;
+        req->device = m->device_id;
+        req->fence = m->epoch;
         break;
     }
+    case PR_METHOD_BATCH_DELIVER:
+        /* A message of its own (§7): field 2 is the payload in either dialect. */
+        req->message = ((Mpim__BatchDeliverReq *)req->args)->message;
+        break;
     case PR_METHOD_STATS:
+    case PR_METHOD_BATCH_QUERY: /* its ids stay in args (core/batch.h) */
         break;
     }
 }
@@ -135,11 +149,18 @@ int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len
 
     if (req->method == PR_METHOD_STATS)
         return 0;
-    const char *why = codec_check_user_id(req->user_id);
-    if (why == NULL && req->method != PR_METHOD_QUERY && req->method != PR_METHOD_DELIVER)
+    bool batch = req->method == PR_METHOD_BATCH_QUERY || req->method == PR_METHOD_BATCH_DELIVER;
+    /* A batch's ids are judged one by one (INVALID in their own entries), its size by the acceptor. */
+    const char *why = batch ? NULL : codec_check_user_id(req->user_id);
+    if (why == NULL && !batch && req->method != PR_METHOD_QUERY && req->method != PR_METHOD_DELIVER)
         why = codec_check_gateway(req->gateway.data, req->gateway.len);
-    if (why == NULL && req->method == PR_METHOD_DELIVER && req->message.len > max_message_bytes)
+    if (why == NULL && (req->method == PR_METHOD_DELIVER || req->method == PR_METHOD_BATCH_DELIVER) &&
+        req->message.len > max_message_bytes)
         why = "message larger than max_message_bytes";
+    if (why == NULL)
+        why = session_check_device((const char *)req->device.data, req->device.len);
+    if (why == NULL && (req->platform < 0 || req->platform > 255))
+        why = "platform must be 0-255";
     if (why != NULL) {
         request_set_result(req, MPIM__CODE__INVALID, "%s", why);
         return -1;
@@ -156,6 +177,8 @@ union response {
     Mpim__DeliverResp deliver;
     Mpim__UnbindRouteResp unbind;
     Mpim__HeartbeatResp heartbeat;
+    Mpim__BatchQueryRouteResp batch_query;
+    Mpim__BatchDeliverResp batch_deliver;
 };
 
 static void build_response(const struct pr_request *req, union response *r, Mpim__Result *result)
@@ -174,8 +197,14 @@ static void build_response(const struct pr_request *req, union response *r, Mpim
     case PR_METHOD_BIND:
         mpim__bind_route_resp__init(&r->bind);
         r->bind.result = result;
-        if (req->code == MPIM__CODE__OK && req->route != NULL)
+        if (req->code == MPIM__CODE__OK && req->route != NULL) {
             r->bind.route_key = req->route; /* the key the shard wrote, NUL-terminated */
+            r->bind.epoch = req->epoch;
+            if (req->sessions != NULL) {
+                r->bind.n_displaced = req->sessions->n;
+                r->bind.displaced = req->sessions->ptrs;
+            }
+        }
         break;
     case PR_METHOD_QUERY:
         mpim__query_route_resp__init(&r->query);
@@ -183,6 +212,10 @@ static void build_response(const struct pr_request *req, union response *r, Mpim
         r->query.gateway_addr.data = (uint8_t *)req->route;
         r->query.gateway_addr.len = req->route != NULL ? req->route_len : 0;
         r->query.is_online = req->flag;
+        if (req->sessions != NULL) {
+            r->query.n_sessions = req->sessions->n;
+            r->query.sessions = req->sessions->ptrs;
+        }
         break;
     case PR_METHOD_DELIVER:
         mpim__deliver_resp__init(&r->deliver);
@@ -194,6 +227,15 @@ static void build_response(const struct pr_request *req, union response *r, Mpim
         mpim__unbind_route_resp__init(&r->unbind);
         r->unbind.result = result;
         r->unbind.unbound = req->flag;
+        break;
+    case PR_METHOD_BATCH_QUERY: /* a gathered answer is packed (core/batch.h): here only refusals */
+        mpim__batch_query_route_resp__init(&r->batch_query);
+        r->batch_query.result = result;
+        break;
+    case PR_METHOD_BATCH_DELIVER:
+        mpim__batch_deliver_resp__init(&r->batch_deliver);
+        r->batch_deliver.result = result;
+        r->batch_deliver.timestamp = req->timestamp;
         break;
     case PR_METHOD_STATS: /* only reached without stats: an error */
         mpim__error_resp__init(&r->error);
@@ -222,9 +264,11 @@ size_t codec_response_bound(const struct pr_request *req)
     if (req->packed != NULL)
         return FRAME_PREFIX + req->packed_len;
     /* Result: tag+len (1+2), code (1+10), msg (1+2+PR_MSG_MAX); then at most one bytes field
-     * (route or route_key: 1+10+len), a bool (2) and an int64 timestamp (1+10). */
+     * (route or route_key: 1+10+len), a bool (2), an int64 timestamp or epoch (1+10), and the
+     * sessions listed (their own bound). */
     size_t route = req->route != NULL ? req->route_len : 0;
-    return FRAME_PREFIX + 3 + 11 + 3 + PR_MSG_MAX + 11 + route + 2 + 11;
+    size_t sessions = req->sessions != NULL ? req->sessions->wire_bound : 0;
+    return FRAME_PREFIX + 3 + 11 + 3 + PR_MSG_MAX + 11 + route + 2 + 11 + sessions;
 }
 
 size_t codec_encode_response(const struct pr_request *req, uint8_t *out)

@@ -12,7 +12,7 @@
 /* inih reads a line into a 200-byte buffer; a value must leave room for its key. */
 #define CONFIG_VALUE_MAX 180
 
-enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE, KEY_PUBSUB, KEY_DIALECT };
+enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE, KEY_PUBSUB, KEY_DIALECT, KEY_LOGIN_POLICY };
 
 struct key_spec {
     const char *section;
@@ -41,6 +41,7 @@ static const struct key_spec keys[] = {
     INT("presence_service", "max_connections", max_connections, 1, 1000000),
     SIZE("presence_service", "max_frame_bytes", max_frame_bytes, 64, 256LL << 20),
     SIZE("presence_service", "max_message_bytes", max_message_bytes, 0, 256LL << 20),
+    INT("presence_service", "max_batch", max_batch, 1, 100000),
     INT("presence_service", "max_inflight", max_inflight, 1, 1 << 20),
     INT("presence_service", "queue_depth", queue_depth, 1, 1 << 24),
     SIZE("presence_service", "max_output_bytes", max_output_bytes, 1024, 1LL << 32),
@@ -52,6 +53,7 @@ static const struct key_spec keys[] = {
     STR("metrics", "host", metrics_host),
     INT("metrics", "port", metrics_port, 0, 65535),
     INT("route", "route_ttl", route_ttl, 1, INT_MAX),
+    {"route", "login_policy", KEY_LOGIN_POLICY, OFF(login_policy), 0, 0, 0},
     INT("route", "status_ttl", status_ttl, 1, INT_MAX),
     INT("route", "max_retries", max_retries, 0, 100),
     INT("route", "retry_interval", retry_interval_ms, 0, 600000),
@@ -59,6 +61,9 @@ static const struct key_spec keys[] = {
     INT("redis_cache", "wait_replicas", cache.wait_replicas, 0, 100),
     REDIS_KEYS("redis_queue", queue),
     {"redis_queue", "pubsub", KEY_PUBSUB, OFF(queue.pubsub), 0, 0, 0},
+    STR("zookeeper", "hosts", zookeeper.hosts),
+    INT("zookeeper", "session_timeout", zookeeper.session_timeout_ms, 100, 600000),
+    STR("zookeeper", "advertise", zookeeper.advertise),
 };
 
 void config_defaults(struct presence_conf *c)
@@ -70,6 +75,7 @@ void config_defaults(struct presence_conf *c)
     c->max_connections = 1000;
     c->max_frame_bytes = 1u << 20;
     c->max_message_bytes = 256u << 10;
+    c->max_batch = 1000;
     c->max_inflight = 1024;
     c->queue_depth = 65536;
     c->batch_sched_above = 16;
@@ -88,6 +94,7 @@ void config_defaults(struct presence_conf *c)
         r[i]->database = i; /* cache 0, queue 1 */
         r[i]->timeout_ms = 5000;
     }
+    c->zookeeper.session_timeout_ms = 10000;
 }
 
 /* Integers, with an optional k/m/g suffix (x1024) for sizes. */
@@ -116,6 +123,28 @@ static const char *const redis_modes[] = {[REDIS_STANDALONE] = "standalone", [RE
                                           [REDIS_CLUSTER] = "cluster"};
 static const char *const pubsub_kinds[] = {[PUBSUB_GLOBAL] = "global", [PUBSUB_SHARDED] = "sharded"};
 static const char *const dialects[] = {[DIALECT_SEED] = "seed", [DIALECT_MPIM] = "mpim"};
+static const char *const login_policies[] = {[LOGIN_MULTI] = "multi", [LOGIN_SINGLE] = "single",
+                                             [LOGIN_PER_PLATFORM] = "per_platform"};
+
+const char *config_redis_mode_name(int mode)
+{
+    return redis_modes[mode];
+}
+
+const char *config_pubsub_name(int pubsub)
+{
+    return pubsub_kinds[pubsub];
+}
+
+const char *config_dialect_name(int dialect)
+{
+    return dialects[dialect];
+}
+
+const char *config_login_policy_name(int policy)
+{
+    return login_policies[policy];
+}
 
 /* value's index in names[n], or -1. */
 static int find_name(const char *const *names, int n, const char *value)
@@ -185,6 +214,13 @@ static int apply(struct presence_conf *c, const char *section, const char *key, 
         }
         snprintf(err, errlen, "'%s' is not one of seed, mpim", value);
         return -1;
+    case KEY_LOGIN_POLICY:
+        if ((v = FIND_NAME(login_policies, value)) >= 0) {
+            *(int *)field = (int)v;
+            return 1;
+        }
+        snprintf(err, errlen, "'%s' is not one of multi, single, per_platform", value);
+        return -1;
     case KEY_INT:
     case KEY_SIZE:
         if (parse_number(value, k->type == KEY_SIZE, &v) < 0 || v < k->min || v > k->max) {
@@ -216,6 +252,7 @@ int config_set(struct presence_conf *c, const char *section, const char *key, co
 }
 
 static int redis_conf_check(struct redis_conf *r, char *why, size_t len);
+static int zookeeper_conf_check(const struct presence_conf *c, char *why, size_t len);
 
 /* inih hands us lines through this reader so that we know each key's line number. */
 struct load_ctx {
@@ -293,7 +330,49 @@ int config_load(struct presence_conf *c, const char *path, FILE *report, char *e
             return -1;
         }
     }
+    if (zookeeper_conf_check(c, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s: [zookeeper] %s", path, why);
+        return -1;
+    }
     return 0;
+}
+
+static bool wildcard_host(const char *host)
+{
+    return host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ||
+           strcmp(host, "[::]") == 0 || strcmp(host, "*") == 0;
+}
+
+/* §9: hosts must be a server list; advertise, when given or needed, an address clients can dial. */
+static int zookeeper_conf_check(const struct presence_conf *c, char *why, size_t len)
+{
+    const struct zookeeper_conf *z = &c->zookeeper;
+    struct cluster_addr addr[NODE_LIST_MAX];
+    int n;
+    char err[150];
+    if (z->hosts[0] != '\0' && node_list_parse(z->hosts, addr, NODE_LIST_MAX, &n, err, sizeof(err)) < 0) {
+        snprintf(why, len, "hosts: %s (want the ZooKeeper servers as host:port,...)", err);
+        return -1;
+    }
+    if (z->advertise[0] != '\0') {
+        if (node_list_parse(z->advertise, addr, 1, &n, err, sizeof(err)) < 0 || wildcard_host(addr[0].host)) {
+            snprintf(why, len, "advertise: '%.*s' is not an ip:port clients can dial", 100, z->advertise);
+            return -1;
+        }
+    } else if (z->hosts[0] != '\0' && wildcard_host(c->host)) {
+        snprintf(why, len, "advertise: required when [presence_service] host is %.*s (the nodes must hold "
+                 "an address clients can dial)", 60, c->host[0] ? c->host : "empty");
+        return -1;
+    }
+    return 0;
+}
+
+void config_zookeeper_advertise(const struct presence_conf *c, char *out, size_t len)
+{
+    if (c->zookeeper.advertise[0] != '\0')
+        snprintf(out, len, "%s", c->zookeeper.advertise);
+    else
+        snprintf(out, len, "%s:%d", c->host, c->port);
 }
 
 /* What one key cannot say alone: a sentinel section needs its sentinels and the master's name,
@@ -360,6 +439,9 @@ void config_print(const struct presence_conf *c, FILE *out)
             break;
         case KEY_DIALECT:
             fprintf(out, "%s = %s\n", k->key, dialects[*(const int *)field]);
+            break;
+        case KEY_LOGIN_POLICY:
+            fprintf(out, "%s = %s\n", k->key, login_policies[*(const int *)field]);
             break;
         }
     }

@@ -22,6 +22,13 @@ enum redis_pubsub {
     PUBSUB_SHARDED, /* SPUBLISH to the channel's slot master (Redis >= 7) */
 };
 
+/* Which sessions of a user a Bind ends (contract §6, [route] login_policy). */
+enum login_policy {
+    LOGIN_MULTI,        /* none: every device stays online */
+    LOGIN_SINGLE,       /* every other session */
+    LOGIN_PER_PLATFORM, /* the other sessions on the same non-zero platform */
+};
+
 /* What clients speak (contract §9, [presence_service] dialect). */
 enum dialect {
     DIALECT_SEED, /* the design's messages (§2) */
@@ -46,6 +53,13 @@ struct redis_conf {
     char password[256];  /* AUTH password; empty: no AUTH */
 };
 
+/* [zookeeper] (contract §9): registration for MPIM's RPC clients, off while hosts is empty. */
+struct zookeeper_conf {
+    char hosts[181];        /* the ZooKeeper servers, "host:port,..." (the C client's connect string) */
+    int session_timeout_ms; /* asked of ZooKeeper, which may negotiate another */
+    char advertise[181];    /* "ip:port" written into the nodes; empty: [presence_service] host:port */
+};
+
 struct presence_conf {
     /* [presence_service] */
     char host[256];              /* listen address */
@@ -54,6 +68,7 @@ struct presence_conf {
     int max_connections;         /* open client connections; more are accepted and closed */
     size_t max_frame_bytes;      /* H + args_size limit of one request */
     size_t max_message_bytes;    /* Deliver payload limit */
+    int max_batch;               /* ids one batch call may list; more: INVALID for the call */
     int max_inflight;            /* pipelined requests per connection awaiting their answer */
     int queue_depth;             /* requests a shard may hold; more get OVERLOADED */
     size_t max_output_bytes;     /* unsent response bytes per connection before it is closed */
@@ -66,16 +81,24 @@ struct presence_conf {
     char metrics_host[256];      /* HTTP /metrics, /healthz, /readyz listen address */
     int metrics_port;            /* 0 disables the listener */
     /* [route] */
-    int route_ttl;               /* seconds */
+    int route_ttl;               /* seconds: a session's life without Bind or Heartbeat */
+    int login_policy;            /* enum login_policy */
     int status_ttl;              /* seconds */
     int max_retries;             /* Deliver publish retries */
     int retry_interval_ms;       /* between those retries */
     /* [redis_cache], [redis_queue] */
     struct redis_conf cache;
     struct redis_conf queue;
+    /* [zookeeper] */
+    struct zookeeper_conf zookeeper;
 };
 
 void config_defaults(struct presence_conf *c);
+/* The config file's word for an enum value (for logs). */
+const char *config_redis_mode_name(int mode);
+const char *config_pubsub_name(int pubsub);
+const char *config_dialect_name(int dialect);
+const char *config_login_policy_name(int policy);
 
 /* Load path over the defaults already in c. Unknown keys are reported on `report` (file, line,
  * key) and skipped. Returns 0, or -1 after writing "file:line: [section] key: why" to err. */
@@ -87,5 +110,9 @@ int config_set(struct presence_conf *c, const char *section, const char *key, co
 
 /* Write the effective configuration as an INI file. */
 void config_print(const struct presence_conf *c, FILE *out);
+
+/* The "ip:port" the ZooKeeper nodes hold: [zookeeper] advertise, or else the listen address
+ * host:port (config_load refuses a wildcard host there). */
+void config_zookeeper_advertise(const struct presence_conf *c, char *out, size_t len);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/batch.h"
 #include "presence.pb-c.h"
 
 _Static_assert(MPIM__CODE__OVERLOADED + 1 == PR_CODE_COUNT, "PR_CODE_COUNT must cover Mpim__Code");
@@ -30,6 +31,8 @@ void request_reset(struct pr_request *req)
     if (req->route != req->route_inline)
         free(req->route);
     free(req->packed);
+    session_list_free(req->sessions);
+    batch_free(req->batch);
     /* The arena's storage needs no clearing: it is carved afresh for every decode. */
     memset(req, 0, offsetof(struct pr_request, arena_buf));
 }
@@ -43,6 +46,8 @@ const char *request_method_name(int method)
         [PR_METHOD_UNBIND] = "UnbindRoute",
         [PR_METHOD_HEARTBEAT] = "Heartbeat",
         [PR_METHOD_STATS] = "Stats",
+        [PR_METHOD_BATCH_QUERY] = "BatchQueryRoute",
+        [PR_METHOD_BATCH_DELIVER] = "BatchDeliver",
     };
     return method >= 0 && method < PR_METHOD_COUNT ? names[method] : "?";
 }

@@ -4,7 +4,11 @@
  * enqueues it on a shard's inbox; once the enqueue succeeded the shard owns it and may write
  * the "result" and "scratch" parts. The shard hands it back through its outbox; from then on
  * the acceptor owns it again, encodes the response and releases it (request_release).
- * Nobody else ever touches it, so none of these fields needs atomics. */
+ * Nobody else ever touches it, so none of these fields needs atomics.
+ *
+ * A batch call (BatchQueryRoute, BatchDeliver) never crosses a ring itself: the acceptor splits
+ * its ids into one part per shard, each part a request of its own under the rule above, and keeps
+ * the call until every part is back (core/batch.h). */
 #ifndef PR_CORE_REQUEST_H
 #define PR_CORE_REQUEST_H
 
@@ -15,7 +19,10 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "core/pb_arena.h"
+#include "core/session_list.h"
 #include "core/trace.h"
+
+struct pr_batch;
 
 enum pr_method {
     PR_METHOD_BIND,
@@ -24,6 +31,8 @@ enum pr_method {
     PR_METHOD_UNBIND,
     PR_METHOD_HEARTBEAT,
     PR_METHOD_STATS, /* answered by the acceptor itself: it names no user */
+    PR_METHOD_BATCH_QUERY,   /* BatchQueryRoute: split by shard into parts, gathered again (core/batch.h) */
+    PR_METHOD_BATCH_DELIVER, /* BatchDeliver: likewise */
     PR_METHOD_COUNT
 };
 
@@ -45,6 +54,11 @@ struct pr_request {
     int64_t user_id;             /* field 1 of every request */
     ProtobufCBinaryData gateway; /* Bind/Unbind/Heartbeat gateway_addr, points into args */
     ProtobufCBinaryData message; /* Deliver payload, points into args */
+    ProtobufCBinaryData device;  /* Bind/Unbind/Heartbeat device_id ("" = the default device), into args */
+    int32_t platform;            /* Bind: 0-255 */
+    int64_t fence;               /* Unbind/Heartbeat: the session's epoch, 0 = any */
+    struct pr_batch *batch;      /* batch methods: a part's ids and answers (owned with the request), or the
+                                  * call's own bookkeeping; NULL otherwise. Ownership: core/batch.h */
     ProtobufCMessage *args;      /* decoded request message (in `arena`); NULL for a reply made without one */
     struct pb_arena arena;       /* where args were decoded */
     uint64_t started_ns;         /* monotonic time the frame was read; 0 for an unknown method */
@@ -58,6 +72,8 @@ struct pr_request {
     size_t route_len;   /* length of route (it may hold any byte) */
     char route_inline[PR_ROUTE_INLINE];
     char msg[PR_MSG_MAX]; /* Result.msg, NUL-terminated; empty for none */
+    int64_t epoch;      /* Bind: the new session's epoch */
+    struct pr_sessions *sessions; /* Bind: displaced; QueryRoute: live sessions; NULL if none */
     uint8_t *packed;    /* Stats: the whole response message, packed by the acceptor (malloc'd) */
     size_t packed_len;
 
@@ -66,8 +82,12 @@ struct pr_request {
     uint8_t attempts;            /* Deliver publish attempts, or script runs (NOSCRIPT), so far */
     int32_t replicas;            /* replicas that confirmed the write's WAIT; -1: not asked yet */
     uint16_t slot;               /* Redis Cluster slot of the user's keys (0 off a cluster) */
+    uint8_t notice;              /* enum in handlers.c: which route-change notice to publish */
     bool failed;                 /* one of several pipelined commands failed */
     double retry_at;             /* Deliver: when the next publish attempt is due (ev_now) */
+    struct pr_request *part;     /* one id of a batch part, run as its single call: that part, to which
+                                  * shard_answer returns it (shards/batch_run.c); NULL otherwise */
+    uint32_t entry;              /* ... and the id's entry in the part */
     struct pr_request *next;     /* intrusive list link: acceptor free list, shard retry queue */
     TRACE_FIELDS                 /* PRESENCE_TRACE builds: per-hop stamps (core/trace.h) */
 
@@ -78,7 +98,8 @@ struct pr_request {
 void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Free what the request owns (args, route, packed) and clear it for reuse. Acceptor only. */
+/* Free what the request owns (args, route, packed, sessions, batch) and clear it for reuse. Its
+ * owner only (the acceptor, or a shard for the requests it makes itself: shards/batch_run.c). */
 void request_reset(struct pr_request *req);
 
 const char *request_method_name(int method);

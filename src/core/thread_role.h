@@ -15,6 +15,7 @@ enum thread_role {
     ROLE_ACCEPTOR, /* the main thread from acceptor_run on (it stays so for acceptor_destroy) */
     ROLE_SHARD,    /* a shard thread, from shard_main */
     ROLE_METRICS,  /* the metrics HTTP thread, from metrics_main */
+    ROLE_REGISTRAR, /* the ZooKeeper registrar thread, from registrar_main */
 };
 
 /* The calling thread is `role`, working for `owner`: its struct acceptor or struct shard, NULL

@@ -10,6 +10,7 @@
 #include "core/request.h"
 #include "net/acceptor.h"
 #include "presence.pb-c.h"
+#include "registrar/registrar.h"
 #include "shards/shard.h"
 
 /* One collection's input: each module's stats copied once through its reader. */
@@ -136,10 +137,10 @@ static void redis(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
     uint64_t keys = counter_get(&g->cache_keys);
     one(emit, ctx, "impresence_cache_keys", "gauge", "Keys in the cache database (DBSIZE, polled).", "",
         (double)keys);
-    /* Each online user has a route and a status key: exact when the cache database holds only
-     * im-presence keys and both keys live alike (route_ttl == status_ttl); see README. */
+    /* Each online user has a route, a status and a sessions key: exact when the cache database
+     * holds only im-presence keys and they live alike (route_ttl == status_ttl); see README. */
     one(emit, ctx, "impresence_online_users", "gauge",
-        "Online users, estimated as cache keys / 2 (O(1) at any scale).", "", (double)(keys / 2));
+        "Online users, estimated as cache keys / 3 (O(1) at any scale).", "", (double)(keys / 3));
 }
 
 static void shards(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
@@ -193,6 +194,9 @@ void metrics_collect(const struct metrics_view *v, metrics_emit_fn *emit, void *
     shards(&sn, emit, ctx);
     connections(&sn, emit, ctx);
     one(emit, ctx, "impresence_shards", "gauge", "Shard threads (thread_count).", "", (double)v->nshards);
+    one(emit, ctx, "impresence_zookeeper_registered", "gauge",
+        "1 while connected to ZooKeeper and holding every /PresenceService node ([zookeeper]), else 0.", "",
+        (double)registrar_registered(v->registrar));
 }
 
 /* --- Prometheus text --- */

@@ -12,6 +12,7 @@
 struct acceptor;
 struct shard;
 struct pr_request;
+struct registrar;
 
 /* Polled from Redis INFO by the metrics thread (its only writer), never on the hot path. */
 struct redis_gauges {
@@ -26,6 +27,7 @@ struct metrics_view {
     const struct shard *shards;
     int nshards;
     const struct redis_gauges *redis;
+    const struct registrar *registrar; /* read through registrar_registered; NULL: none */
 };
 
 /* One sample. `family` groups samples under one HELP/TYPE; `name` is the sample's own name

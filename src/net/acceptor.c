@@ -11,6 +11,7 @@
 #include "core/request.h"
 #include "core/thread_role.h"
 #include "net/conn.h"
+#include "net/scatter.h"
 #include "presence.pb-c.h"
 #include "shards/shard.h"
 
@@ -65,6 +66,11 @@ static struct conn *conn_by_id(struct acceptor *acc, uint64_t id)
         return NULL;
     struct conn *c = acc->conns[slot];
     return c != NULL && c->id == id ? c : NULL;
+}
+
+struct conn *acceptor_find_conn(struct acceptor *acc, uint64_t id)
+{
+    return conn_by_id(acc, id);
 }
 
 void acceptor_add_conn(struct acceptor *acc, int fd)
@@ -136,6 +142,10 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
             request_set_result(req, MPIM__CODE__INTERNAL, "no stats source");
         goto answer_here;
     }
+    if (req->method == PR_METHOD_BATCH_QUERY || req->method == PR_METHOD_BATCH_DELIVER) {
+        scatter_call(acc, c, req); /* split by shard, gathered back into one answer */
+        return;
+    }
 
     uint32_t i = hash_shard(req->user_id, (uint32_t)acc->nshards);
     TRACE_HOOK(trace_stamp(req, TRACE_PUSHED));
@@ -150,9 +160,14 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
     return;
 
 answer_here:
-    if (req->method == PR_METHOD_DELIVER && req->args != NULL)
+    acceptor_answer_here(acc, c, req, m < 0 ? PR_METHOD_COUNT : m);
+}
+
+void acceptor_answer_here(struct acceptor *acc, struct conn *c, struct pr_request *req, int row)
+{
+    if ((req->method == PR_METHOD_DELIVER || req->method == PR_METHOD_BATCH_DELIVER) && req->args != NULL)
         req->timestamp = clock_now_ms();
-    counter_add(&acc->counters.answered_here[m < 0 ? PR_METHOD_COUNT : m][req->code], 1);
+    counter_add(&acc->counters.answered_here[row][req->code], 1);
     conn_answer(c, req);
 }
 
@@ -167,6 +182,10 @@ static void on_answered(struct ev_loop *loop, ev_async *w, int revents)
     while ((req = shard_take_answer(&acc->shards[i])) != NULL) {
         TRACE_HOOK(trace_taken(req));
         counter_set(&acc->inflight[i], counter_get(&acc->inflight[i]) - 1);
+        if (req->batch != NULL) {
+            scatter_part_back(acc, req, true); /* a part of a batch call: into its call */
+            continue;
+        }
         struct conn *c = conn_by_id(acc, req->conn_id);
         if (c != NULL)
             conn_answer(c, req);
@@ -219,6 +238,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     struct acceptor *acc = w->data;
     if (acc->draining)
         return;
+    if (acc->before_drain != NULL) /* still accepting meanwhile: the kernel queues new connections */
+        acc->before_drain(acc->before_drain_arg);
     log_info("shutdown: stop accepting, answer what is in flight signal=%d inflight=%llu", w->signum,
              (unsigned long long)inflight_total(acc));
     acc->draining = true;
@@ -336,8 +357,12 @@ void acceptor_destroy(struct acceptor *acc)
     if (acc->shards != NULL && acc->answered != NULL) {
         for (int i = 0; i < acc->nshards; i++) {
             struct pr_request *req;
-            while ((req = shard_take_answer(&acc->shards[i])) != NULL)
-                acceptor_request_free(acc, req);
+            while ((req = shard_take_answer(&acc->shards[i])) != NULL) {
+                if (req->batch != NULL)
+                    scatter_part_back(acc, req, false); /* frees its call once the last is back */
+                else
+                    acceptor_request_free(acc, req);
+            }
         }
     }
     if (acc->conns != NULL) {

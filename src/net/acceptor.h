@@ -39,8 +39,9 @@ struct acceptor_counters {
     counter_t bytes_in;          /* bytes read from clients */
     counter_t bytes_out;         /* bytes written to clients */
     counter_t draining;          /* 1 once shutdown began (gauge, for /readyz) */
-    /* Requests answered by the acceptor itself (INVALID, OVERLOADED, Stats), by method and code;
-     * row PR_METHOD_COUNT is for frames whose service or method is unknown. */
+    /* Requests answered by the acceptor itself (INVALID, OVERLOADED, Stats, and every batch call:
+     * gathered here, net/scatter.c), by method and code; row PR_METHOD_COUNT is for frames whose
+     * service or method is unknown. */
     counter_t answered_here[PR_METHOD_COUNT + 1][PR_CODE_COUNT];
     struct latency_hist latency[PR_METHOD_COUNT]; /* frame read -> response queued for writing */
 };
@@ -58,6 +59,10 @@ struct acceptor {
 
     acceptor_stats_fn *stats;         /* answers Stats; set by main before running */
     const void *stats_source;         /* its first argument */
+    /* Called once on SIGTERM/SIGINT before draining starts (bounded; main sets the registrar's
+     * deregistration, so that discovery stops sending clients here first); NULL: none. */
+    void (*before_drain)(void *arg);
+    void *before_drain_arg;           /* its argument */
     struct shard *shards;             /* N shards */
     int nshards;
     ev_async *answered;               /* per shard: its outbox has answers */
@@ -99,6 +104,11 @@ void acceptor_mark_dirty(struct acceptor *acc, struct conn *c);
 /* Turn one whole frame into a request: answer it here if it is bad, or hand it to its shard. */
 void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *frame_args, size_t args_len,
                        const ProtobufCBinaryData *service, const ProtobufCBinaryData *method);
+/* Answer req on c from the acceptor itself, counted under `row` of answered_here (its method, or
+ * PR_METHOD_COUNT for an unknown one). */
+void acceptor_answer_here(struct acceptor *acc, struct conn *c, struct pr_request *req, int row);
+/* The open connection with this id, or NULL if it has closed since (ids are never reused). */
+struct conn *acceptor_find_conn(struct acceptor *acc, uint64_t id);
 
 /* Monotonic nanoseconds, read once per loop turn: latency metrics need no clock call per request. */
 static inline uint64_t acceptor_now_ns(struct acceptor *acc)

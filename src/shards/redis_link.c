@@ -449,6 +449,14 @@ void link_set_target(struct redis_link *link, const char *host, int port)
     link->port = port;
 }
 
+void link_connect_soon(struct redis_link *link)
+{
+    if (link->stopping || link->ac != NULL || link->finding)
+        return;
+    ev_timer_stop(link->loop, &link->reconnect_timer);
+    link_connect(link);
+}
+
 uint32_t link_in_flight(const struct redis_link *link)
 {
     return fifo_count(link);

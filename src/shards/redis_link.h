@@ -94,6 +94,12 @@ struct redis_link {
     ev_tstamp backoff;              /* next reconnect delay */
     unsigned int seed;              /* jitter */
 
+    /* handlers.c's WAIT batching: at most one WAIT in flight per connection (a client blocked in
+     * WAIT runs nothing else, so WAITs queued one per write would add up); writes done meanwhile
+     * wait for the next one, which covers them all. Requests linked through their `next`. */
+    bool wait_in_flight;
+    void *wait_next_head, *wait_next_tail;
+
     struct link_counters own;       /* the counters, unless link_share_counters pointed elsewhere */
     struct link_counters *cnt;      /* where this link counts: &own or a shared set */
     bool ever_up;                   /* has been UP at least once */
@@ -106,6 +112,8 @@ int link_init(struct redis_link *link, const char *role, const struct redis_conf
 void link_set_target(struct redis_link *link, const char *host, int port);
 /* Before link_start: count into *shared (zeroed by its owner) instead of the link's own. */
 void link_share_counters(struct redis_link *link, struct link_counters *shared);
+/* Down and waiting out its backoff: connect now (after link_set_target, say). */
+void link_connect_soon(struct redis_link *link);
 /* Commands sent and not answered yet. */
 uint32_t link_in_flight(const struct redis_link *link);
 /* Start connecting (shard thread). */

@@ -208,12 +208,16 @@ static void ask_for_map(struct redis_router *r)
 {
     struct redis_link *l = map_source(r);
     if (l == &r->seed && l->state == LINK_DOWN) {
-        /* That seed is not answering: the seed link's next attempt goes to the next one. */
-        if (r->conf->nnodes > 0) {
+        /* The seed it aimed at failed since (not merely waiting out its backoff): aim at the next
+         * one, at once. Asked when the seed link comes up (seed_setup). */
+        uint64_t errors = counter_get(&r->seed.own.errors);
+        if (errors != r->seed_errors) {
+            r->seed_errors = errors;
             const struct cluster_addr *a = &r->conf->node[r->seed_next++ % r->conf->nnodes];
             link_set_target(&r->seed, a->host, a->port);
+            link_connect_soon(&r->seed);
         }
-        return; /* asked when the seed link comes up (seed_setup) or on the next check */
+        return;
     }
     if (link_command(l, on_slots, r, "CLUSTER SLOTS") == 0) {
         r->refreshing = true;

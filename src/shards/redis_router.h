@@ -56,7 +56,8 @@ struct redis_router {
 
     /* cluster only */
     struct redis_link seed;                         /* asks the seed nodes for the map */
-    int seed_next;                                  /* the seed it aims at, in conf->node */
+    int seed_next;                                  /* the next seed to aim at, in conf->node */
+    uint64_t seed_errors;                           /* its error count when it was last aimed */
     struct cluster_map *map;                        /* malloc'd: ~100 KiB */
     struct redis_link *node[CLUSTER_MAP_MAX_NODES]; /* a connection per master, by map index */
     struct cluster_addr linked[CLUSTER_MAP_MAX_NODES]; /* the address node[i] was made for */

@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/thread_role.h"
+#include "shards/batch_run.h"
 #include "shards/handlers.h"
 #include "presence.pb-c.h"
 
@@ -17,9 +18,14 @@
 void shard_answer(struct shard *s, struct pr_request *req)
 {
     ASSERT_THREAD_OF(ROLE_SHARD, s);
+    if (req->part != NULL) {
+        batch_run_done(s, req); /* one id of a batch part: back to its part, not to the outbox */
+        return;
+    }
     if (req->method == PR_METHOD_DELIVER)
         req->timestamp = clock_now_ms();
-    if (req->method < PR_METHOD_COUNT && req->code < PR_CODE_COUNT)
+    /* A batch part is not a call: the acceptor counts the call once, when it is gathered. */
+    if (req->batch == NULL && req->method < PR_METHOD_COUNT && req->code < PR_CODE_COUNT)
         counter_add(&s->counters.requests[req->method][req->code], 1);
     /* Cannot fail: the acceptor keeps at most queue_depth requests per shard outstanding, and
      * the outbox holds that many. */
@@ -172,6 +178,7 @@ void shard_stop(struct shard *s)
 
 void shard_destroy(struct shard *s)
 {
+    batch_run_destroy(s);
     resp_free(&s->resp);
     router_destroy(&s->cache);
     router_destroy(&s->queue);

@@ -60,11 +60,14 @@ struct shard {
     struct redis_router cache;           /* routes and statuses */
     struct redis_router queue;           /* Pub/Sub */
     struct resp resp;                    /* the Redis command being built */
-    struct shard_script unbind_script;   /* compare-and-delete route + status */
-    struct shard_script heartbeat_script;/* compare-and-renew TTLs */
+    struct shard_script bind_script;     /* session scripts (session_scripts.c) */
+    struct shard_script unbind_script;
+    struct shard_script heartbeat_script;
     struct pr_request *retry_head;       /* Deliver publishes waiting for their retry, by due time */
     struct pr_request *retry_tail;
     ev_timer retry_timer;                /* due time of retry_head */
+    struct pr_request *batch_spare;      /* recycled requests for the ids of batch parts (batch_run.c) */
+    uint32_t nbatch_spare;
     struct shard_counters counters;
 };
 

@@ -76,6 +76,21 @@ static void check_response(const struct pr_request *req, const uint8_t *body, si
         mpim__unbind_route_resp__free_unpacked(r, NULL);
         break;
     }
+    case PR_METHOD_BATCH_QUERY: {
+        Mpim__BatchQueryRouteResp *r = mpim__batch_query_route_resp__unpack(NULL, len, body);
+        CHECK(r != NULL && r->result != NULL);
+        CHECK(r->n_routes == 0); /* entries come only in a gathered answer, packed by the acceptor */
+        mpim__batch_query_route_resp__free_unpacked(r, NULL);
+        break;
+    }
+    case PR_METHOD_BATCH_DELIVER: {
+        Mpim__BatchDeliverResp *r = mpim__batch_deliver_resp__unpack(NULL, len, body);
+        CHECK(r != NULL && r->result != NULL);
+        CHECK(r->n_results == 0);
+        CHECK(r->timestamp == (req->args != NULL ? req->timestamp : 0));
+        mpim__batch_deliver_resp__free_unpacked(r, NULL);
+        break;
+    }
     case PR_METHOD_STATS: {
         Mpim__StatsResp *r = mpim__stats_resp__unpack(NULL, len, body);
         CHECK(r != NULL && r->result != NULL);
@@ -135,6 +150,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else {
                 request_set_result(&req, MPIM__CODE__INTERNAL, "out of memory");
             }
+        } else if (rc == 0 && (m == PR_METHOD_BATCH_QUERY || m == PR_METHOD_BATCH_DELIVER)) {
+            /* Its ids are judged one by one, its size and answer by the acceptor (core/batch.h). */
+            CHECK(req.args != NULL);
+            CHECK(m == PR_METHOD_BATCH_QUERY || req.message.len <= max_msg);
+            req.timestamp = (int64_t)len * 7 + 1;
+            request_set_result(&req, knobs % 6, NULL);
         } else if (rc == 0) {
             CHECK(req.args != NULL);
             CHECK(req.code == MPIM__CODE__OK);
@@ -167,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else {
                 /* Validation: the message names the field (contract §3). */
                 CHECK(strstr(req.msg, "user_id") != NULL || (gw && strstr(req.msg, "gateway_addr") != NULL) ||
-                      (m == PR_METHOD_DELIVER && strstr(req.msg, "message") != NULL));
+                      ((m == PR_METHOD_DELIVER || m == PR_METHOD_BATCH_DELIVER) && strstr(req.msg, "message") != NULL));
             }
         }
 

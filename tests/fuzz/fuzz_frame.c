@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/config.h"
 #include "core/frame.h"
 #include "core/request.h"
 #include "presence.pb-c.h"
@@ -72,7 +73,7 @@ static void serve(const struct frame_request *fr, size_t max_msg, uint8_t answer
     } else {
         CHECK(m < PR_METHOD_COUNT);
         req.method = (uint8_t)m;
-        if (codec_decode_request(&req, fr->args, fr->args_len, max_msg) != 0) {
+        if (codec_decode_request(&req, fr->args, fr->args_len, max_msg, DIALECT_SEED) != 0) {
             CHECK(req.code == MPIM__CODE__INVALID);
             CHECK(req.msg[0] != '\0');
         } else if (m == PR_METHOD_STATS) {
@@ -81,6 +82,11 @@ static void serve(const struct frame_request *fr, size_t max_msg, uint8_t answer
                 pack_stats(&req, answer);
             else
                 request_set_result(&req, MPIM__CODE__INTERNAL, "too many stats");
+        } else if (m == PR_METHOD_BATCH_QUERY || m == PR_METHOD_BATCH_DELIVER) {
+            /* Scattered and gathered by the acceptor (core/batch.h): here only its result. */
+            CHECK(req.args != NULL);
+            CHECK(m == PR_METHOD_BATCH_QUERY || req.message.len <= max_msg);
+            request_set_result(&req, MPIM__CODE__OK, NULL);
         } else {
             CHECK(req.args != NULL);
             CHECK(req.user_id > 0);

@@ -76,7 +76,12 @@ IT(cli, bind_prints_route_key_and_writes_redis)
 {
     struct cli_result r = cli("bind", "42", "gw-1:7000", NULL);
     expect_exit(&r, 0);
-    expect_line(&r, "OK route_key=user:route:42");
+    /* "OK route_key=user:route:42 epoch=<the session's epoch>" and nothing else. */
+    static const char want[] = "OK route_key=user:route:42 epoch=";
+    cr_assert(strncmp(r.out, want, strlen(want)) == 0, "stdout '%s', want '%s<epoch>'", r.out, want);
+    char *end;
+    long long epoch = strtoll(r.out + strlen(want), &end, 10);
+    cr_assert(epoch > 0 && strcmp(end, "\n") == 0, "stdout '%s'", r.out);
     cli_free(&r);
     char *v = it_rget(FX.cache.port, 0, "user:route:42", NULL);
     cr_assert_not_null(v);
@@ -96,7 +101,11 @@ IT(cli, query_prints_gateway_and_online_or_not_found)
     cli_free(&r);
     r = cli("query", "42", NULL, NULL);
     expect_exit(&r, 0);
-    expect_line(&r, "OK gateway=gw-1:7000 online=yes");
+    /* The answer's line, then one line per live session (contract §6). */
+    static const char want[] = "OK gateway=gw-1:7000 online=yes sessions=1\n"
+                               "  session device=\"\" gateway=gw-1:7000 platform=0 epoch=";
+    cr_assert(strncmp(r.out, want, strlen(want)) == 0, "stdout '%s', want '%s...'", r.out, want);
+    cr_assert_not_null(strstr(r.out, " last_seen_ms="), "stdout '%s'", r.out);
     cli_free(&r);
 }
 

@@ -579,7 +579,7 @@ IT(ops, cli_watch_prints_route_and_offline_lines_then_exits_0)
     int code = expect_exit_code(pid, 5000 * IT_SLOW);
     char *text = it_read_file(out);
     cr_assert_eq(code, 0, "watch exited %d:\n%s", code, text);
-    cr_assert_not_null(strstr(text, "watching presence:route and user:42 on "), "first line:\n%s", text);
+    cr_assert_not_null(strstr(text, "watching presence:route, presence:kick and user:42 on "), "first line:\n%s", text);
     cr_assert_not_null(strstr(text, " route user=42 gateway=gw-a:7000\n"), "no route line:\n%s", text);
     cr_assert_not_null(strstr(text, " route user=42 offline\n"), "no offline line:\n%s", text);
     cr_assert_lt(strstr(text, "gateway=gw-a:7000"), strstr(text, "offline"), "events out of order:\n%s",
@@ -587,14 +587,14 @@ IT(ops, cli_watch_prints_route_and_offline_lines_then_exits_0)
     free(text);
 }
 
-IT(ops, cli_watch_without_uid_announces_only_the_route_channel)
+IT(ops, cli_watch_without_uid_announces_the_route_and_kick_channels)
 {
     const char *out = it_path("watch.out");
     static const char *const args[] = {"-n", "1", NULL};
     pid_t pid = spawn_watch(out, args);
     char *text = it_wait_file_holds(out, "watching", 5000 * IT_SLOW);
     char want[96];
-    snprintf(want, sizeof(want), "watching presence:route on 127.0.0.1:%d\n", FX.queue.port);
+    snprintf(want, sizeof(want), "watching presence:route and presence:kick on 127.0.0.1:%d\n", FX.queue.port);
     cr_assert_not_null(strstr(text, want), "first line '%s', want '%s'", text, want);
     free(text);
     struct pc_client *c = it_connect();

@@ -220,7 +220,7 @@ IT(redis_errors, deliver_retries_a_busy_queue_then_is_unavailable)
 IT(redis_errors, other_error_replies_are_internal_and_never_retried)
 {
     /* ACL users that lack one command each: any error that is not "not now" is INTERNAL. */
-    it_rcmd(FX.cache.port, 0, "ACL SETUSER im on >pw ~* &* +@all -setex");
+    it_rcmd(FX.cache.port, 0, "ACL SETUSER im on >pw ~* &* +@all -evalsha -eval"); /* Bind is a script */
     it_rcmd(FX.queue.port, 0, "ACL SETUSER im on >pw ~* &* +@all -publish");
     it_config_set(&FX.cfg, "redis_cache", "username", "im");
     it_config_set(&FX.cfg, "redis_cache", "password", "pw");

@@ -1,6 +1,8 @@
 /* mode = sentinel (contract §10): the server finds the master through real sentinels (1 master,
  * 1 replica, 3 sentinels started by the test), follows a manual failover and the death of the
- * master under load, and answers UNAVAILABLE, logged, while no sentinel names a master. */
+ * master under load, and answers UNAVAILABLE, logged, while no sentinel names a master. It trusts
+ * no stale answer: a "master" whose ROLE says slave is refused and the sentinels asked again, and
+ * a READONLY reply makes it ask again without any +switch-master. */
 #include <string.h>
 
 #include "harness.h"
@@ -229,7 +231,7 @@ IT(sentinel, wait_replicas_confirms_every_write_on_the_replica)
 IT(sentinel, wait_replicas_above_the_replica_count_refuses_writes)
 {
     it_config_set(&FX.cfg, "redis_cache", "wait_replicas", "2");
-    it_config_set(&FX.cfg, "redis_cache", "timeout", "%d", 500 * IT_SLOW);
+    it_config_set(&FX.cfg, "redis_cache", "timeout", "%d", 1500 * IT_SLOW); /* the WAIT ends well before the link gives up on it */
     fx_start_server_linked();
     struct pc_client *c = it_connect();
     Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:1");
@@ -278,5 +280,197 @@ IT(sentinel, confirmed_writes_survive_the_death_of_the_master)
     cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "%s '%s'", pc_code_name(b->result->code), b->result->msg);
     it_free(b);
     it_sub_close(sub);
+    pc_close(c);
+}
+
+/* ------------------------------------ the sentinels' answer is checked (contract §10) */
+
+/* One series of a fresh /metrics scrape (name and labels exactly as exposed); NAN if absent. */
+static double series(const char *name)
+{
+    char *body = NULL;
+    int status = it_http_get(it_metrics_port(&FX.srv), "/metrics", NULL, &body);
+    cr_assert_eq(status, 200, "GET /metrics: %d", status);
+    double v = it_metric(body, name);
+    free(body);
+    return v;
+}
+
+/* Every sentinel forgets the master name (SENTINEL REMOVE; no +switch-master is published). */
+static void sentinels_forget(void)
+{
+    for (int k = 0; k < TP_SENTINELS; k++)
+        it_rcmd(FX.sentinel.sentinel[k].port, 0, "SENTINEL REMOVE %s", FX.sentinel.name);
+}
+
+/* Every sentinel names port as the master, whatever port is: forget the name, MONITOR port afresh.
+ * Nothing but the test decides what they answer: nothing announces +switch-master, and with a
+ * down-after of a minute none acts on its own within a test (a master reporting role:slave counts
+ * as down only after down-after + 20 s; and a sentinel monitoring afresh knows the replicas its
+ * master's INFO lists, none if that "master" is a replica, so it has none to reconfigure). */
+static void sentinels_name(int port)
+{
+    for (int k = 0; k < TP_SENTINELS; k++) {
+        int sp = FX.sentinel.sentinel[k].port;
+        redisContext *rc = it_rconnect(sp, 0);
+        freeReplyObject(redisCommand(rc, "SENTINEL REMOVE %s", FX.sentinel.name)); /* may not know it: fine */
+        redisFree(rc);
+        it_rcmd(sp, 0, "SENTINEL MONITOR %s 127.0.0.1 %d 2", FX.sentinel.name, port);
+        it_rcmd(sp, 0, "SENTINEL SET %s down-after-milliseconds 60000 failover-timeout 180000", FX.sentinel.name);
+        int named = 0;
+        cr_assert_eq(tp_sentinel_master_at(sp, FX.sentinel.name, &named), 0, "%s", tp_error());
+        cr_assert_eq(named, port, "sentinel :%d names :%d, want :%d", sp, named, port);
+    }
+}
+
+/* Wait until Redis on port has the write (a connection's last write) confirmed by a replica. */
+static void set_replicated(int port, const char *key, const char *value)
+{
+    redisContext *rc = it_rconnect(port, 0);
+    redisReply *r = redisCommand(rc, "SET %s %s", key, value);
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STATUS, "SET %s on :%d", key, port);
+    freeReplyObject(r);
+    r = redisCommand(rc, "WAIT 1 %d", 5000 * IT_SLOW);
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1, "the replica of :%d lags", port);
+    freeReplyObject(r);
+    redisFree(rc);
+}
+
+/* Wait until the cache link's errors (failed attempts) pass `above`: the link keeps asking. */
+static double wait_cache_errors_above(double above, int timeout_ms)
+{
+    double deadline = it_mono_ms() + timeout_ms, v;
+    while ((v = series("impresence_redis_errors_total{role=\"cache\"}")) <= above) {
+        cr_assert_lt(it_mono_ms(), deadline, "impresence_redis_errors_total{role=\"cache\"} stays at %g", v);
+        it_sleep_ms(50);
+    }
+    return v;
+}
+
+/* Bind uid to gw until answered OK (asserts within timeout_ms); every answer on the way is
+ * UNAVAILABLE, none another code. Returns the UNAVAILABLE answers. */
+static int bind_until_ok(struct pc_client *c, int64_t uid, const char *gw, int timeout_ms)
+{
+    double deadline = it_mono_ms() + timeout_ms;
+    for (int unavailable = 0;; unavailable++) {
+        Mpim__BindRouteResp *b = it_bind(c, uid, gw);
+        int code = b->result->code;
+        cr_assert(code == MPIM__CODE__OK || (code == MPIM__CODE__UNAVAILABLE && it_mono_ms() < deadline),
+                  "Bind %lld: %s '%s' after %d ms", (long long)uid, pc_code_name(code), b->result->msg, timeout_ms);
+        it_free(b);
+        if (code == MPIM__CODE__OK)
+            return unavailable;
+        it_sleep_ms(20);
+    }
+}
+
+IT(sentinel, a_stale_answer_naming_a_replica_is_refused_by_role_and_asked_again)
+{
+    int master = FX.sentinel.master.port, replica = FX.sentinel.replica.port;
+    /* A route the replica holds too: a link that took the replica's word would serve it. */
+    set_replicated(master, "user:route:7", "gw-7:0");
+    it_rcmd(master, 0, "SET user:status:7 online");
+    /* The sentinels name the replica (as they might just before a failover reaches them). */
+    sentinels_name(replica);
+    fx_start_server();
+    struct pc_client *c = it_connect();
+    /* ROLE says slave: the link never comes up there, neither to read nor to write. */
+    Mpim__QueryRouteResp *q = it_query(c, 7);
+    cr_assert_eq(q->result->code, MPIM__CODE__UNAVAILABLE, "Query through a replica: %s '%s'",
+                 pc_code_name(q->result->code), q->result->msg);
+    it_free(q);
+    Mpim__BindRouteResp *b = it_bind(c, 8, "gw-8:1");
+    cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "Bind through a replica: %s '%s'",
+                 pc_code_name(b->result->code), b->result->msg);
+    it_free(b);
+    char needle[128];
+    snprintf(needle, sizeof(needle), "redis is not a master, asking the sentinels again role=cache addr=127.0.0.1:%d",
+             replica);
+    free(it_wait_file_holds(FX.srv.log, needle, 5000 * IT_SLOW));
+    /* It asks again and again (each refused connection counts an error), and says it is down. */
+    double e0 = wait_cache_errors_above(0, 5000 * IT_SLOW);
+    double e1 = wait_cache_errors_above(e0, 5000 * IT_SLOW);
+    char *body = NULL;
+    int status = it_http_wait_status(it_metrics_port(&FX.srv), "/healthz", 503, 5000 * IT_SLOW, &body);
+    cr_assert(status == 503 && strstr(body, "cache redis down") != NULL, "/healthz %d: %s", status, body);
+    free(body);
+    cr_assert_not(it_rexists(master, 0, "user:route:8"), "a Bind answered UNAVAILABLE reached the master");
+
+    /* The sentinels name the real master: the next attempt finds it, ROLE says master, served. */
+    double t0 = it_mono_ms();
+    sentinels_name(master);
+    int unavailable = bind_until_ok(c, 8, "gw-8:2", 10000 * IT_SLOW);
+    cr_log_info("sentinels naming the replica :%d: cache errors %g, then %g; named the master: served %.0f ms "
+                "later (%d Binds UNAVAILABLE on the way)",
+                replica, e0, e1, it_mono_ms() - t0, unavailable);
+    char *route = it_rget(master, 0, "user:route:8", NULL);
+    cr_assert(route != NULL && strcmp(route, "gw-8:2") == 0, "the Bind is not on the master :%d: '%s'", master,
+              route ? route : "(none)");
+    free(route);
+    q = it_query(c, 7);
+    cr_assert(q->result->code == MPIM__CODE__OK && it_bytes_eq(q->gateway_addr, "gw-7:0"), "Query 7: %s '%s'",
+              pc_code_name(q->result->code), q->result->msg);
+    it_free(q);
+    pc_close(c);
+}
+
+/* The master becomes a replica behind the server's back, and no sentinel announces anything: the
+ * READONLY answer to a write is what makes the link ask again. A real sentinel set would notice
+ * the swap on its own and act when its timers say (a replica that turned master is made a replica
+ * again after its INFO is 8 s old, if its master still looks sane; a master that reports role:slave
+ * is failed over after down-after + 20 s): no deterministic test. So the sentinels forget the name
+ * during the swap and monitor it afresh afterwards (sentinels_name): first naming the old master,
+ * now a replica (stale: the link must refuse it by ROLE and keep asking), then the new one. */
+IT(sentinel, a_readonly_reply_makes_the_link_find_the_new_master)
+{
+    int old_master = FX.sentinel.master.port, new_master = FX.sentinel.replica.port;
+    fx_start_server_linked();
+    struct pc_client *c = it_connect();
+    Mpim__BindRouteResp *b = it_bind(c, 1, "gw-1:1");
+    cr_assert_eq(b->result->code, MPIM__CODE__OK, "%s '%s'", pc_code_name(b->result->code), b->result->msg);
+    it_free(b);
+    set_replicated(old_master, "it:probe", "1"); /* the replica has the route too */
+
+    sentinels_forget();
+    it_rcmd(new_master, 0, "REPLICAOF NO ONE");
+    it_rcmd(old_master, 0, "REPLICAOF 127.0.0.1 %d", new_master);
+    sentinels_name(old_master);
+    /* The link to the old master is still up (REPLICAOF keeps clients): the write meets READONLY. */
+    double e0 = series("impresence_redis_errors_total{role=\"cache\"}");
+    b = it_bind(c, 2, "gw-2:1");
+    cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "Bind on a demoted master: %s '%s'",
+                 pc_code_name(b->result->code), b->result->msg);
+    cr_assert_not_null(strstr(b->result->msg, "READONLY"), "msg '%s'", b->result->msg);
+    it_free(b);
+    char needle[128];
+    snprintf(needle, sizeof(needle), "redis master became a replica, asking the sentinels role=cache addr=127.0.0.1:%d",
+             old_master);
+    free(it_wait_file_holds(FX.srv.log, needle, 5000 * IT_SLOW));
+    /* Asked again, the sentinels name the old master: refused by ROLE, asked again, and so on. */
+    snprintf(needle, sizeof(needle), "redis is not a master, asking the sentinels again role=cache addr=127.0.0.1:%d",
+             old_master);
+    free(it_wait_file_holds(FX.srv.log, needle, 5000 * IT_SLOW));
+    double e1 = wait_cache_errors_above(e0, 5000 * IT_SLOW);
+    b = it_bind(c, 2, "gw-2:2");
+    cr_assert_eq(b->result->code, MPIM__CODE__UNAVAILABLE, "Bind while the sentinels name a replica: %s '%s'",
+                 pc_code_name(b->result->code), b->result->msg);
+    it_free(b);
+    cr_assert_not(it_rexists(new_master, 0, "user:route:2"), "a Bind answered UNAVAILABLE was written");
+
+    /* The sentinels name the new master: writes succeed there. */
+    double t0 = it_mono_ms();
+    sentinels_name(new_master);
+    int unavailable = bind_until_ok(c, 2, "gw-2:3", 10000 * IT_SLOW);
+    cr_log_info("READONLY on :%d: cache errors %g -> %g while the sentinels named it; named :%d: served %.0f ms "
+                "later (%d Binds UNAVAILABLE on the way)",
+                old_master, e0, e1, new_master, it_mono_ms() - t0, unavailable);
+    char *route = it_rget(new_master, 0, "user:route:2", NULL);
+    cr_assert(route != NULL && strcmp(route, "gw-2:3") == 0, "the Bind is not on the new master :%d: '%s'", new_master,
+              route ? route : "(none)");
+    free(route);
+    Mpim__QueryRouteResp *q = it_query(c, 1);
+    cr_assert(q->result->code == MPIM__CODE__OK && it_bytes_eq(q->gateway_addr, "gw-1:1"), "Query 1: %s '%s'",
+              pc_code_name(q->result->code), q->result->msg);
+    it_free(q);
     pc_close(c);
 }

@@ -15,9 +15,10 @@
 
 #define MAX_MSG (256u << 10)
 
-_Static_assert(PR_METHOD_COUNT == 6, "a method was added: update method_names and these tests");
+_Static_assert(PR_METHOD_COUNT == 8, "a method was added: update method_names and these tests");
 static const char *const method_names[PR_METHOD_COUNT] = {"BindRoute",   "QueryRoute", "Deliver",
-                                                          "UnbindRoute", "Heartbeat",  "Stats"};
+                                                          "UnbindRoute", "Heartbeat",  "Stats",
+                                                          "BatchQueryRoute", "BatchDeliver"};
 
 /* The methods that name a user (and are validated); Stats names none. */
 static const int user_methods[] = {PR_METHOD_BIND, PR_METHOD_QUERY, PR_METHOD_DELIVER, PR_METHOD_UNBIND,

@@ -17,6 +17,7 @@
 #include "metrics/collect.h"
 #include "net/acceptor.h"
 #include "presence.pb-c.h"
+#include "registrar/registrar.h"
 #include "shards/shard.h"
 
 #define NSHARDS 2
@@ -41,7 +42,7 @@ static void setup(void)
     cr_assert_eq(acceptor_init(&acc, &conf, loop, shards, NSHARDS), 0);
     for (int i = 0; i < NSHARDS; i++)
         cr_assert_eq(shard_init(&shards[i], i, &conf, loop, &acc.answered[i]), 0);
-    view = (struct metrics_view){&conf, &acc, shards, NSHARDS, &gauges};
+    view = (struct metrics_view){&conf, &acc, shards, NSHARDS, &gauges, NULL};
 }
 
 static void teardown(void)
@@ -135,6 +136,7 @@ static const char *const families[] = {
     "impresence_received_bytes_total",
     "impresence_sent_bytes_total",
     "impresence_shards",
+    "impresence_zookeeper_registered",
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))
 
@@ -153,10 +155,11 @@ static void assert_family_order(void)
     cr_assert_eq(f, NFAMILIES - 1, "only %zu of %zu families emitted", f + 1, NFAMILIES);
 }
 
-/* Six OK series, 6 methods x (17 buckets + sum + count), 5 routing, 10 Redis, 10 Redis Cluster
- * (2 roles x (2 redirect kinds + retries + refreshes + masters)), 2 x 2 per shard, 8 connection
- * series and the shard count. */
-#define ZERO_STATE_SAMPLES (6 + 6 * 19 + 5 + 10 + 10 + 2 * NSHARDS + 8 + 1)
+/* One OK series per method, each method's 17 buckets + sum + count, 5 routing, 10 Redis, 10 Redis
+ * Cluster (2 roles x (2 redirect kinds + retries + refreshes + masters)), 2 x 2 per shard, 8
+ * connection series, the shard count and the ZooKeeper registration gauge. */
+_Static_assert(PR_METHOD_COUNT == 8, "a method was added: check its series below");
+#define ZERO_STATE_SAMPLES (PR_METHOD_COUNT + PR_METHOD_COUNT * 19 + 5 + 10 + 10 + 2 * NSHARDS + 8 + 1 + 1)
 
 Test(collect, zero_state_series)
 {
@@ -181,6 +184,22 @@ Test(collect, zero_state_series)
     cr_assert_str_eq(samples[nsamples - 1].type, "gauge");
 }
 
+/* §9: 0 without a registrar ([zookeeper] off), else what the registrar thread last wrote. */
+Test(collect, zookeeper_registered_gauge)
+{
+    collect();
+    cr_assert_eq(value_of("impresence_zookeeper_registered", ""), 0);
+    static struct registrar reg; /* never started: the test plays its thread */
+    view.registrar = &reg;
+    counter_set(&reg.registered, 1);
+    collect();
+    cr_assert_eq(value_of("impresence_zookeeper_registered", ""), 1);
+    cr_assert_eq(nsamples, ZERO_STATE_SAMPLES, "one series either way");
+    counter_set(&reg.registered, 0);
+    collect();
+    cr_assert_eq(value_of("impresence_zookeeper_registered", ""), 0);
+}
+
 /* Every counter is the sum of its acceptor and per-shard parts; per-shard gauges stay apart. */
 Test(collect, sums_shards_and_acceptor)
 {
@@ -189,6 +208,9 @@ Test(collect, sums_shards_and_acceptor)
     counter_add(&shards[1].counters.requests[PR_METHOD_BIND][MPIM__CODE__UNAVAILABLE], 2);
     counter_add(&acc.counters.answered_here[PR_METHOD_QUERY][MPIM__CODE__INVALID], 2);
     counter_add(&acc.counters.answered_here[PR_METHOD_STATS][MPIM__CODE__OK], 1);
+    /* Batch calls are counted once each, by the acceptor that gathers them (§7). */
+    counter_add(&acc.counters.answered_here[PR_METHOD_BATCH_QUERY][MPIM__CODE__OK], 3);
+    counter_add(&acc.counters.answered_here[PR_METHOD_BATCH_DELIVER][MPIM__CODE__INVALID], 1);
     counter_add(&acc.counters.answered_here[PR_METHOD_COUNT][MPIM__CODE__INVALID], 5);
     counter_add(&shards[0].counters.route_hits, 1);
     counter_add(&shards[1].counters.route_hits, 2);
@@ -231,10 +253,12 @@ Test(collect, sums_shards_and_acceptor)
         {"method=\"QueryRoute\",code=\"OK\"", 7},       {"method=\"QueryRoute\",code=\"INVALID\"", 2},
         {"method=\"Deliver\",code=\"OK\"", 0},          {"method=\"UnbindRoute\",code=\"OK\"", 0},
         {"method=\"Heartbeat\",code=\"OK\"", 0},        {"method=\"Stats\",code=\"OK\"", 1},
+        {"method=\"BatchQueryRoute\",code=\"OK\"", 3}, {"method=\"BatchDeliver\",code=\"OK\"", 0},
+        {"method=\"BatchDeliver\",code=\"INVALID\"", 1},
         {"method=\"unknown\",code=\"INVALID\"", 5},
     };
     size_t nwant = sizeof(want) / sizeof(want[0]);
-    cr_assert_eq(nsamples, ZERO_STATE_SAMPLES - 6 + (int)nwant);
+    cr_assert_eq(nsamples, ZERO_STATE_SAMPLES - PR_METHOD_COUNT + (int)nwant);
     for (size_t i = 0; i < nwant; i++) {
         cr_assert_str_eq(samples[i].name, "impresence_requests_total", "sample %zu", i);
         cr_assert_str_eq(samples[i].labels, want[i].labels, "sample %zu", i);
@@ -256,7 +280,7 @@ Test(collect, sums_shards_and_acceptor)
     cr_assert_eq(value_of("impresence_redis_used_memory_bytes", "role=\"cache\""), 1000);
     cr_assert_eq(value_of("impresence_redis_used_memory_bytes", "role=\"queue\""), 2000);
     cr_assert_eq(value_of("impresence_cache_keys", ""), 7);
-    cr_assert_eq(value_of("impresence_online_users", ""), 3); /* keys / 2, rounded down */
+    cr_assert_eq(value_of("impresence_online_users", ""), 2); /* keys / 3, rounded down */
     cr_assert_eq(value_of("impresence_shard_inflight", "shard=\"0\""), 0);
     cr_assert_eq(value_of("impresence_shard_inflight", "shard=\"1\""), 5);
     cr_assert_eq(value_of("impresence_shard_inbox_depth", "shard=\"0\""), 0);
@@ -329,7 +353,7 @@ Test(collect, prometheus_text)
                                     "impresence_route_lookups_total{result=\"miss\"} 4\n"
                                     "# HELP impresence_deliveries_total "),
                    "%s", text);
-    cr_assert_not_null(strstr(text, "\n# TYPE impresence_online_users gauge\nimpresence_online_users 3\n"));
+    cr_assert_not_null(strstr(text, "\n# TYPE impresence_online_users gauge\nimpresence_online_users 2\n"));
     cr_assert_not_null(strstr(text, "\nimpresence_request_duration_seconds_bucket{method=\"Deliver\",le=\"+Inf\"} 0\n"));
     cr_assert_eq(strncmp(text, "# HELP impresence_requests_total ", 33), 0);
     cr_assert_eq(text[len - 1], '\n');

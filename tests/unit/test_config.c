@@ -81,6 +81,7 @@ static void assert_conf_eq(const struct presence_conf *a, const struct presence_
     cr_assert_eq(a->max_connections, b->max_connections);
     cr_assert_eq(a->max_frame_bytes, b->max_frame_bytes);
     cr_assert_eq(a->max_message_bytes, b->max_message_bytes);
+    cr_assert_eq(a->max_batch, b->max_batch);
     cr_assert_eq(a->max_inflight, b->max_inflight);
     cr_assert_eq(a->queue_depth, b->queue_depth);
     cr_assert_eq(a->max_output_bytes, b->max_output_bytes);
@@ -96,6 +97,9 @@ static void assert_conf_eq(const struct presence_conf *a, const struct presence_
     cr_assert_eq(a->retry_interval_ms, b->retry_interval_ms);
     assert_redis_eq(&a->cache, &b->cache, "cache");
     assert_redis_eq(&a->queue, &b->queue, "queue");
+    cr_assert_str_eq(a->zookeeper.hosts, b->zookeeper.hosts);
+    cr_assert_eq(a->zookeeper.session_timeout_ms, b->zookeeper.session_timeout_ms);
+    cr_assert_str_eq(a->zookeeper.advertise, b->zookeeper.advertise);
 }
 
 /* Load text; returns config_load's result, the error in err and what was reported in *report
@@ -469,6 +473,7 @@ Test(config, print_round_trip)
     a.max_connections = 77;
     a.max_frame_bytes = 3u << 20;
     a.max_message_bytes = 12345;
+    a.max_batch = 500;
     a.max_inflight = 99;
     a.queue_depth = 4321;
     a.max_output_bytes = 5u << 20;
@@ -496,6 +501,9 @@ Test(config, print_round_trip)
     a.queue.mode = REDIS_SENTINEL;
     strcpy(a.queue.nodes, "10.0.0.1:26379,10.0.0.2:26379");
     strcpy(a.queue.master_name, "presence-queue");
+    strcpy(a.zookeeper.hosts, "zk1.example:2181,zk2.example:2181");
+    a.zookeeper.session_timeout_ms = 4000;
+    strcpy(a.zookeeper.advertise, "10.1.2.3:6123");
 
     char *text = NULL;
     size_t len = 0;
@@ -663,4 +671,119 @@ Test(config, dialect_is_seed_or_mpim)
     cr_assert_eq(load_text(&c, "[presence_service]\ndialect = MPIM\n", err, sizeof(err), NULL), -1);
     cr_assert_not_null(strstr(err, "[presence_service] dialect: 'MPIM' is not one of seed, mpim"), "%s", err);
     cr_assert_eq(c.dialect, DIALECT_SEED, "a refused value changes nothing");
+}
+
+/* §7: [presence_service] max_batch, the ids one batch call may list: 1000 by default, 1-100000. */
+Test(config, max_batch_default_and_bounds)
+{
+    struct presence_conf c;
+    config_defaults(&c);
+    cr_assert_eq(c.max_batch, 1000);
+    char err[512];
+    cr_assert_eq(load_text(&c, "[presence_service]\nmax_batch = 1\n", err, sizeof(err), NULL), 0, "%s", err);
+    cr_assert_eq(c.max_batch, 1);
+    cr_assert_eq(config_set(&c, "presence_service", "max_batch", "100000", err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(c.max_batch, 100000);
+    const char *bad[] = {"0", "-1", "100001", "1k", "ten"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        config_defaults(&c);
+        char text[64];
+        snprintf(text, sizeof(text), "[presence_service]\nmax_batch = %s\n", bad[i]);
+        cr_assert_eq(load_text(&c, text, err, sizeof(err), NULL), -1, "max_batch = %s accepted", bad[i]);
+        cr_assert_not_null(strstr(err, ":2: [presence_service] max_batch: "), "%s", err);
+        cr_assert_eq(c.max_batch, 1000, "a refused value changes nothing");
+        remove_tmp();
+    }
+    expect_no_leaks();
+}
+
+/* ------------------------------------------------------------------ zookeeper (contract §9) */
+
+Test(config, zookeeper_defaults_off)
+{
+    struct presence_conf c;
+    config_defaults(&c);
+    cr_assert_str_eq(c.zookeeper.hosts, "", "off unless hosts is set");
+    cr_assert_eq(c.zookeeper.session_timeout_ms, 10000);
+    cr_assert_str_eq(c.zookeeper.advertise, "");
+    char addr[64];
+    config_zookeeper_advertise(&c, addr, sizeof(addr));
+    cr_assert_str_eq(addr, "127.0.0.1:6000", "the listen address by default");
+    /* The design's file (no [zookeeper]) keeps it off. */
+    char err[512];
+    cr_assert_eq(load_text(&c, design_ini, err, sizeof(err), NULL), 0, "%s", err);
+    cr_assert_str_eq(c.zookeeper.hosts, "");
+}
+
+Test(config, zookeeper_keys_are_applied)
+{
+    struct presence_conf c;
+    config_defaults(&c);
+    char err[512], *report;
+    cr_assert_eq(load_text(&c,
+                           "[presence_service]\nhost = 0.0.0.0\nport = 6100\n"
+                           "[zookeeper]\nhosts = 10.0.0.1:2181, zk.local:2182\nsession_timeout = 3000\n"
+                           "advertise = 10.0.0.7:6100\n",
+                           err, sizeof(err), &report),
+                 0, "%s", err);
+    cr_assert_str_eq(report, "", "all keys known: %s", report);
+    free(report);
+    cr_assert_str_eq(c.zookeeper.hosts, "10.0.0.1:2181, zk.local:2182", "kept as written");
+    cr_assert_eq(c.zookeeper.session_timeout_ms, 3000);
+    char addr[64];
+    config_zookeeper_advertise(&c, addr, sizeof(addr));
+    cr_assert_str_eq(addr, "10.0.0.7:6100");
+
+    /* Without advertise on a concrete listen address: host:port, the port as finally set. */
+    config_defaults(&c);
+    cr_assert_eq(
+        load_text(&c, "[presence_service]\nhost = 192.168.1.5\n[zookeeper]\nhosts = 127.0.0.1:2181\n", err,
+                  sizeof(err), NULL),
+        0, "%s", err);
+    cr_assert_eq(config_set(&c, "presence_service", "port", "6001", err, sizeof(err)), 0);
+    config_zookeeper_advertise(&c, addr, sizeof(addr));
+    cr_assert_str_eq(addr, "192.168.1.5:6001");
+    expect_no_leaks();
+}
+
+/* Bad [zookeeper] values stop the server (exit 2) with the key named. */
+Test(config, zookeeper_bad_values_name_the_key)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[zookeeper]\nhosts = 127.0.0.1\n", "[zookeeper] hosts: '127.0.0.1' is not host:port"},
+        {"[zookeeper]\nhosts = 127.0.0.1:2181,\n", "[zookeeper] hosts:"},
+        {"[zookeeper]\nhosts = a:1,b:99999\n", "[zookeeper] hosts:"},
+        {"[zookeeper]\nhosts = :2181\n", "[zookeeper] hosts:"},
+        {"[zookeeper]\nhosts = 127.0.0.1:2181\nadvertise = nowhere\n", "[zookeeper] advertise: 'nowhere'"},
+        {"[zookeeper]\nadvertise = 10.0.0.1:0\n", "[zookeeper] advertise:"},
+        {"[zookeeper]\nadvertise = 10.0.0.1:6000,10.0.0.2:6000\n", "[zookeeper] advertise:"},
+        {"[zookeeper]\nhosts = 127.0.0.1:2181\nadvertise = 0.0.0.0:6000\n", "[zookeeper] advertise:"},
+        {"[presence_service]\nhost = 0.0.0.0\n[zookeeper]\nhosts = 127.0.0.1:2181\n",
+         "[zookeeper] advertise: required when [presence_service] host is 0.0.0.0"},
+        {"[presence_service]\nhost = ::\n[zookeeper]\nhosts = 127.0.0.1:2181\n",
+         "[zookeeper] advertise: required"},
+        {"[zookeeper]\nsession_timeout = 0\n", "[zookeeper] session_timeout:"},
+        {"[zookeeper]\nsession_timeout = 10s\n", "[zookeeper] session_timeout:"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct presence_conf c;
+        config_defaults(&c);
+        char err[512];
+        cr_assert_eq(load_text(&c, cases[i].text, err, sizeof(err), NULL), -1, "accepted:\n%s",
+                     cases[i].text);
+        cr_assert_not_null(strstr(err, cases[i].want), "error '%s' does not say '%s'", err, cases[i].want);
+    }
+    /* A wildcard listen address is fine while ZooKeeper is off, or with advertise. */
+    struct presence_conf c;
+    config_defaults(&c);
+    char err[512];
+    cr_assert_eq(load_text(&c, "[presence_service]\nhost = 0.0.0.0\n", err, sizeof(err), NULL), 0, "%s", err);
+    cr_assert_eq(load_text(&c,
+                           "[presence_service]\nhost = 0.0.0.0\n[zookeeper]\nhosts = 127.0.0.1:2181\n"
+                           "advertise = 10.0.0.7:6000\n",
+                           err, sizeof(err), NULL),
+                 0, "%s", err);
+    expect_no_leaks();
 }
