@@ -1,0 +1,32 @@
+/* What handlers.c (reads, dispatch) and writes.c (Bind, Unbind, Heartbeat) share: key names,
+ * sending, and turning a Redis outcome into a request's result. Shard thread only. */
+#ifndef PR_SHARDS_HANDLERS_COMMON_H
+#define PR_SHARDS_HANDLERS_COMMON_H
+
+#include <stdbool.h>
+
+#include "core/request.h"
+#include "shards/redis_router.h"
+
+struct shard;
+
+/* The shard a link belongs to (its owner). */
+struct shard *shard_of(struct redis_link *link);
+/* Send the command built in s->resp about req's user (its slot on a cluster). -1: not sent. */
+int send_built(struct shard *s, struct redis_router *router, link_reply_fn *fn, struct pr_request *req);
+/* The user's keys as one argument each: user:<kind>:<uid>, or user:<kind>:{<uid>} on a cluster. */
+void arg_route_key(struct shard *s, const struct pr_request *req);
+void arg_status_key(struct shard *s, const struct pr_request *req);
+void arg_sessions_key(struct shard *s, const struct pr_request *req);
+/* Record what (status, reply) means for req. true: usable, nothing recorded; false: req holds it. */
+bool take_result(struct pr_request *req, const char *role, enum link_status status, const redisReply *reply);
+/* The command could not be sent: answer req UNAVAILABLE. */
+void answer_not_sent(struct shard *s, struct pr_request *req, const char *role);
+/* Copy a string reply into req->route (flag = found). false: not a string, or out of memory. */
+bool take_route(struct pr_request *req, const redisReply *reply);
+
+/* writes.c */
+void writes_bind(struct shard *s, struct pr_request *req);
+void writes_unbind_or_heartbeat(struct shard *s, struct pr_request *req);
+
+#endif
