@@ -3,7 +3,7 @@
  *
  *   im-presence-batch-bench [-h HOST] [-p PORT] [-c CONNS] [-n IDS] [-u USERS] [-m query|deliver]
  *                           [-s BYTES] [--mode single|batch|both] [--preload] [--warmup SECS]
- *                           [-d SECS] [--server-pid PID]
+ *                           [-d SECS] [--server-pid PID] [--tsv]
  *
  * Each connection has its own thread and loops: pick N ids (uniform in 1..USERS), then either
  * send one BatchQueryRoute / BatchDeliver of them and wait for its answer, or pipeline N
@@ -37,9 +37,10 @@ struct options {
     double warmup;    /* --warmup */
     double duration;  /* -d */
     int server_pid;   /* --server-pid, 0: none */
+    bool tsv;         /* --tsv: one tab-separated line per mode, for bench/batch.sh */
 };
 
-static struct options opt = {"127.0.0.1", 6000, 8, 100, 100000, false, 64, "both", false, 1.0, 5.0, 0};
+static struct options opt = {"127.0.0.1", 6000, 8, 100, 100000, false, 64, "both", false, 1.0, 5.0, 0, false};
 
 static double mono_s(void)
 {
@@ -261,6 +262,12 @@ static int run(bool batch, struct result *out)
 
 static void print(const char *what, const struct result *r)
 {
+    if (opt.tsv) { /* mode method conns ids users/s rounds/s cpu_s cpu_us/user refused */
+        printf("%s\t%s\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%llu\n", what, opt.deliver ? "deliver" : "query", opt.conns,
+               opt.ids, r->users_per_s, r->rounds_per_s, r->cpu_s, r->cpu_us_per_user,
+               (unsigned long long)r->refused);
+        return;
+    }
     printf("%-7s %-7s c=%d n=%d: %10.0f users/s %8.0f rounds/s", what, opt.deliver ? "deliver" : "query",
            opt.conns, opt.ids, r->users_per_s, r->rounds_per_s);
     if (r->cpu_s >= 0)
@@ -274,7 +281,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: im-presence-batch-bench [-h HOST] [-p PORT] [-c CONNS] [-n IDS] [-u USERS]\n"
                "         [-m query|deliver] [-s BYTES] [--mode single|batch|both] [--preload]\n"
-               "         [--warmup SECS] [-d SECS] [--server-pid PID]\n"
+               "         [--warmup SECS] [-d SECS] [--server-pid PID] [--tsv]\n"
                "  one batch call of IDS ids against IDS single calls pipelined, CONNS connections\n"
                "  (8), IDS 100, USERS 100000, 64-byte messages, 1 s warm-up, 5 s measured; with\n"
                "  --server-pid the server's CPU seconds per user answered (/proc/PID/stat)\n");
@@ -285,7 +292,8 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"mode", required_argument, NULL, 'M'},   {"preload", no_argument, NULL, 'L'},
         {"warmup", required_argument, NULL, 'W'}, {"server-pid", required_argument, NULL, 'S'},
-        {"help", no_argument, NULL, 'H'},         {NULL, 0, NULL, 0}};
+        {"tsv", no_argument, NULL, 'T'},          {"help", no_argument, NULL, 'H'},
+        {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "h:p:c:n:u:m:s:d:", longopts, NULL)) != -1) {
         switch (o) {
@@ -301,6 +309,7 @@ int main(int argc, char **argv)
         case 'L': opt.preload = true; break;
         case 'W': opt.warmup = atof(optarg); break;
         case 'S': opt.server_pid = atoi(optarg); break;
+        case 'T': opt.tsv = true; break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -327,7 +336,7 @@ int main(int argc, char **argv)
         return 1;
     if (batch)
         print("batch", &rb);
-    if (single && batch && rs.cpu_us_per_user > 0 && rb.cpu_us_per_user > 0)
+    if (!opt.tsv && single && batch && rs.cpu_us_per_user > 0 && rb.cpu_us_per_user > 0)
         printf("batch/single: %.2fx users/s, %.2fx less server CPU per user\n", rb.users_per_s / rs.users_per_s,
                rs.cpu_us_per_user / rb.cpu_us_per_user);
     return 0;

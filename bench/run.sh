@@ -2,11 +2,13 @@
 # bench/run.sh — one command: build Release, start a private redis-server and im-presence, and
 # print a markdown comparison with redis-benchmark on the same machine.
 #
-#   bench/run.sh [--quick] [--cluster | --cluster-only]
+#   bench/run.sh [--quick] [--cluster | --cluster-only] [--batch | --batch-only]
 #
 #   --quick          ~1 s per row (a smoke test, < 1 min); default ~5 s per row (< ~5 min on 2 cores)
 #   --cluster        then also a 3-master Redis Cluster against one Redis (bench/cluster.sh)
 #   --cluster-only   only that section (~1.5 min with --quick, ~6 min without)
+#   --batch          then also batch calls against single calls, server CPU per user (bench/batch.sh)
+#   --batch-only     only that section (~10 s with --quick, ~30 s without)
 #
 # Environment: BENCH_THREADS (im-presence-bench threads; default 1, like redis-benchmark),
 # BENCH_SHARDS (im-presence shards for the per-method rows; default 4), BENCH_USERS,
@@ -17,13 +19,16 @@
 set -euo pipefail
 
 QUICK=0 CLUSTER=0
+BATCH=0
 for arg in "$@"; do
     case "$arg" in
     --quick) QUICK=1 ;;
     --cluster) CLUSTER=1 ;;
     --cluster-only) CLUSTER=only ;;
+    --batch) BATCH=1 ;;
+    --batch-only) BATCH=only ;;
     -h | --help)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -127,7 +132,7 @@ mem_mib() { awk -v k="$2:" '$1 == k {printf "%.1f", $2 / 1024}' "/proc/$1/status
 log "building Release in $BUILD (log: $TMP/build.log)"
 cfg=(-S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPRESENCE_ASAN=OFF -DPRESENCE_TSAN=OFF)
 [[ -f $BUILD/CMakeCache.txt ]] || cfg+=(-DPRESENCE_TESTS=OFF)
-if ! { cmake "${cfg[@]}" && cmake --build "$BUILD" -j"$(nproc)" --target im-presence im-presence-bench; } \
+if ! { cmake "${cfg[@]}" && cmake --build "$BUILD" -j"$(nproc)" --target im-presence im-presence-bench im-presence-batch-bench; } \
     >"$TMP/build.log" 2>&1; then
     tail -n 40 "$TMP/build.log" >&2
     die "build failed"
@@ -305,6 +310,15 @@ if [[ $CLUSTER == only ]]; then
     log "done"
     exit 0
 fi
+if [[ $BATCH != 0 ]]; then
+    # shellcheck source=bench/batch.sh
+    source "$ROOT/bench/batch.sh"
+fi
+if [[ $BATCH == only ]]; then
+    batch_section
+    log "done"
+    exit 0
+fi
 start_redis
 log "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 start_presence "$SHARDS"
@@ -442,5 +456,8 @@ echo "- im-presence idle RSS with 4 shards (VmRSS just after start): ${IDLE_RSS4
 if [[ $CLUSTER == 1 ]]; then
     echo
     cluster_section
+fi
+if [[ $BATCH == 1 ]]; then
+    batch_section
 fi
 log "done"

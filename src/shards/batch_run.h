@@ -9,7 +9,12 @@
  * Bounded steps: at most BATCH_STEP ids of a part are in progress at once, and each one that
  * finishes starts the next. A part of 1000 ids thus puts at most BATCH_STEP ids' commands ahead of
  * the requests other connections send meanwhile; the rest follow as replies come back,
- * interleaved with theirs. The part goes to the outbox once its last id has finished. */
+ * interleaved with theirs. The part goes to the outbox once its last id has finished.
+ *
+ * Order: the part left the inbox after the connection's earlier requests, so each id runs after
+ * that user's earlier requests (§7). The other way round is not kept: a request the connection
+ * sends after the batch may run before the batch reaches that user in a later step. Keeping it
+ * would mean holding such requests back per user while a part is in progress. */
 #ifndef PR_SHARDS_BATCH_RUN_H
 #define PR_SHARDS_BATCH_RUN_H
 

@@ -5,6 +5,7 @@
  * spanning every shard, a batch's ids run after that user's earlier requests on the connection,
  * a full shard queue answered OVERLOADED per entry, the mpim dialect's channel, a cluster, and
  * the CLI. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -527,6 +528,42 @@ IT(batch, a_part_no_shard_can_take_is_answered_overloaded_per_entry)
     pc_close(b);
 }
 
+/* SIGTERM while a batch's parts wait on a hung Redis: the call is still answered, once, each id
+ * as its single call would be (UNAVAILABLE after the timeout), and the server exits 0. */
+IT(batch, shutdown_answers_a_batch_in_flight)
+{
+    enum { SHARDS = 2, N = 10 };
+    it_config_set(&FX.cfg, "presence_service", "thread_count", "%d", SHARDS);
+    it_config_set(&FX.cfg, "redis_cache", "timeout", "%d", 1000 * IT_SLOW);
+    it_config_set(&FX.cfg, "redis_queue", "timeout", "%d", 1000 * IT_SLOW);
+    fx_start_server_linked();
+    struct pc_client *c = it_connect();
+    int64_t ids[N];
+    bool on[SHARDS] = {false};
+    int parts = 0;
+    for (int i = 0; i < N; i++) {
+        ids[i] = 51 + i;
+        bind_ok(c, ids[i], gw_of(ids[i]));
+        uint32_t s = hash_shard(ids[i], SHARDS);
+        parts += !on[s];
+        on[s] = true;
+    }
+    it_redis_pause(&FX.cache);
+    send_batch_deliver(c, "bye", 3, ids, N);
+    cr_assert_eq(pc_flush(c), 0);
+    it_wait_metric(&FX.srv, "impresence_shard_inflight", parts, 5000 * IT_SLOW);
+    cr_assert_eq(kill(FX.srv.pid, SIGTERM), 0);
+    Mpim__BatchDeliverResp *d = recv_batch_deliver(c);
+    expect_processed(d->result, d->n_results, N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(d->results[i]->code, MPIM__CODE__UNAVAILABLE, "entry %d: %s", i, pc_code_name(d->results[i]->code));
+    cr_assert_not_null(strstr(d->result->msg, "unavailable"), "the first failure is named: '%s'", d->result->msg);
+    it_free(d);
+    it_redis_resume(&FX.cache);
+    it_server_stop_clean(&FX.srv);
+    pc_close(c);
+}
+
 /* dialect = mpim: each id's publish goes where its single Deliver's would, the gateway's channel. */
 IT(batch, mpim_dialect_delivers_on_the_gateways_channel)
 {
@@ -640,6 +677,9 @@ Test(batch_cluster, each_id_goes_to_its_own_slot, .fini = fx_fini, .timeout = 2 
     it_sub_expect_nothing(sub, "user:9000");
     it_sub_expect_nothing(sub, "user:9001");
     it_sub_close(sub);
+    /* Every id's commands went straight to its slot's master: no redirect was needed. */
+    cr_assert_eq(series("impresence_redis_cluster_redirects_total{role=\"cache\",kind=\"moved\"}"), 0);
+    cr_assert_eq(series("impresence_redis_cluster_redirects_total{role=\"queue\",kind=\"moved\"}"), 0);
     pc_close(c);
     fx_check_clean_exit();
 }
