@@ -55,8 +55,9 @@ static void usage(FILE *f)
             "  batch-deliver MESSAGE UID...\n"
             "                              publish MESSAGE to every UID in one call, one line per UID\n"
             "  stats [--all]               the server's counters as a table (--all: with histogram buckets)\n"
-            "  watch [-n COUNT] [UID]      follow presence:route, presence:kick (and user:UID) on the\n"
-            "                              queue Redis\n"
+            "  watch [-n COUNT] [-s] [UID] follow presence:route, presence:kick (and user:UID) on the\n"
+            "                              queue Redis; -s: user:UID by SSUBSCRIBE on its slot master\n"
+            "                              (pubsub = sharded; a MOVED from -r's node is followed)\n"
             "\n"
             "options:\n"
             "  -h HOST        server host (default 127.0.0.1)\n"
@@ -404,16 +405,20 @@ static int run_batch(struct pc_client *c, const char *where, const char *name, c
 static int watch_command(const char *redis_addr, int argc, char **argv)
 {
     long long count = 0, uid = 0;
-    int i = 1;
+    int sharded = 0, i = 1;
     if (i < argc && strcmp(argv[i], "-n") == 0) {
         if (i + 1 >= argc || !parse_ll(argv[i + 1], 1, LLONG_MAX, &count))
             return usage_error("%s", "watch: -n takes a positive count");
         i += 2;
     }
+    if (i < argc && strcmp(argv[i], "-s") == 0) {
+        sharded = 1;
+        i++;
+    }
     if (i < argc && !parse_ll(argv[i++], 1, LLONG_MAX, &uid))
         return usage_error("invalid UID '%s'", argv[i - 1]);
-    if (i < argc)
-        return usage_error("%s", "usage: watch [-n COUNT] [UID]");
+    if (i < argc || (sharded && uid == 0))
+        return usage_error("%s", "usage: watch [-n COUNT] [-s UID | UID]");
     char host[256];
     long long port = 6379;
     const char *colon = strrchr(redis_addr, ':');
@@ -422,7 +427,7 @@ static int watch_command(const char *redis_addr, int argc, char **argv)
         return usage_error("invalid -r address '%s' (HOST:PORT)", redis_addr);
     memcpy(host, redis_addr, hlen);
     host[hlen] = '\0';
-    return cli_watch(host, (int)port, uid, count);
+    return cli_watch(host, (int)port, uid, count, sharded);
 }
 
 int main(int argc, char **argv)

@@ -1,5 +1,7 @@
 #include "cli/cli_stats.h"
 
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -7,6 +9,7 @@
 #include <hiredis/hiredis.h>
 
 #include "core/clock.h"
+#include "core/cluster_redirect.h"
 
 int cli_stats(struct pc_client *c, const char *where, int all)
 {
@@ -91,7 +94,7 @@ static void print_event(const redisReply *msg)
     fflush(stdout);
 }
 
-int cli_watch(const char *host, int port, long long uid, long long count)
+static redisContext *watch_connect(const char *host, int port)
 {
     struct timeval tv = {5, 0};
     redisContext *rc = redisConnectWithTimeout(host, port, tv);
@@ -99,39 +102,121 @@ int cli_watch(const char *host, int port, long long uid, long long count)
         fprintf(stderr, "im-presence-cli: cannot connect to redis %s:%d: %s\n", host, port,
                 rc ? rc->errstr : "out of memory");
         redisFree(rc);
-        return 3;
+        return NULL;
     }
-    redisReply *r = uid > 0 ? redisCommand(rc, "SUBSCRIBE presence:route presence:kick user:%lld", uid)
-                            : redisCommand(rc, "SUBSCRIBE presence:route presence:kick");
-    freeReplyObject(r);
-    for (int more = uid > 0 ? 2 : 1; more > 0; more--) /* the other subscribe confirmations */
-        if (redisGetReply(rc, (void **)&r) == REDIS_OK)
+    return rc;
+}
+
+/* SSUBSCRIBE user:<uid> on host:port, following one MOVED to the channel's slot master. The
+ * blocking API on purpose: hiredis 0.14's async API asserts on the "smessage" pushes. */
+static redisContext *watch_sharded(const char *host, int port, long long uid)
+{
+    struct cluster_addr at;
+    for (int hop = 0; hop < 2; hop++) {
+        redisContext *sc = watch_connect(host, port);
+        if (sc == NULL)
+            return NULL;
+        redisReply *r = redisCommand(sc, "SSUBSCRIBE user:%lld", uid);
+        struct cluster_redirect rd;
+        if (r != NULL && r->type == REDIS_REPLY_ERROR &&
+            cluster_error_classify(r->str, r->len, &rd) == CLUSTER_ERR_MOVED && hop == 0) {
+            at = rd.to;
+            if (at.kind == CLUSTER_HOST_NAMED)
+                host = at.host; /* SAME: the node we asked, at this port */
+            port = at.port;
             freeReplyObject(r);
-    if (rc->err) {
-        fprintf(stderr, "im-presence-cli: subscribe failed: %s\n", rc->errstr);
-        redisFree(rc);
+            redisFree(sc);
+            continue;
+        }
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "im-presence-cli: SSUBSCRIBE user:%lld on %s:%d failed: %s\n", uid, host, port,
+                    r != NULL ? r->str : sc->errstr);
+            freeReplyObject(r);
+            redisFree(sc);
+            return NULL;
+        }
+        freeReplyObject(r);
+        printf("watching user:%lld (sharded) on %s:%d\n", uid, host, port);
+        return sc;
+    }
+    fprintf(stderr, "im-presence-cli: SSUBSCRIBE user:%lld: redirected more than once\n", uid);
+    return NULL;
+}
+
+/* The next reply already read from c, or the one after reading what the socket holds. */
+static int next_event(redisContext *c, redisReply **r, bool readable)
+{
+    if (redisGetReplyFromReader(c, (void **)r) != REDIS_OK)
+        return -1;
+    if (*r == NULL && readable && (redisBufferRead(c) != REDIS_OK || redisGetReplyFromReader(c, (void **)r) != REDIS_OK))
+        return -1;
+    return 0;
+}
+
+static bool is_event(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
+           (strcmp(r->element[0]->str, "message") == 0 || strcmp(r->element[0]->str, "smessage") == 0);
+}
+
+int cli_watch(const char *host, int port, long long uid, long long count, int sharded)
+{
+    redisContext *c[2] = {watch_connect(host, port), NULL};
+    if (c[0] == NULL)
+        return 3;
+    redisReply *r = uid > 0 && !sharded ? redisCommand(c[0], "SUBSCRIBE presence:route presence:kick user:%lld", uid)
+                                        : redisCommand(c[0], "SUBSCRIBE presence:route presence:kick");
+    freeReplyObject(r);
+    for (int more = uid > 0 && !sharded ? 2 : 1; more > 0; more--) /* the other subscribe confirmations */
+        if (redisGetReply(c[0], (void **)&r) == REDIS_OK)
+            freeReplyObject(r);
+    if (c[0]->err) {
+        fprintf(stderr, "im-presence-cli: subscribe failed: %s\n", c[0]->errstr);
+        redisFree(c[0]);
         return 3;
     }
-    if (uid > 0)
+    if (uid > 0 && !sharded)
         printf("watching presence:route, presence:kick and user:%lld on %s:%d\n", uid, host, port);
     else
         printf("watching presence:route and presence:kick on %s:%d\n", host, port);
-    fflush(stdout);
-    struct timeval forever = {0, 0};
-    redisSetTimeout(rc, forever);
-    long long seen = 0;
-    while (count == 0 || seen < count) {
-        if (redisGetReply(rc, (void **)&r) != REDIS_OK) {
-            fprintf(stderr, "im-presence-cli: redis connection lost: %s\n", rc->errstr);
-            redisFree(rc);
-            return 3;
-        }
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && strcmp(r->element[0]->str, "message") == 0) {
-            print_event(r);
-            seen++;
-        }
-        freeReplyObject(r);
+    if (uid > 0 && sharded && (c[1] = watch_sharded(host, port, uid)) == NULL) {
+        redisFree(c[0]);
+        return 3;
     }
-    redisFree(rc);
-    return 0;
+    fflush(stdout);
+    int n = c[1] != NULL ? 2 : 1, status = 0;
+    long long seen = 0;
+    struct pollfd p[2];
+    bool readable[2] = {false, false};
+    while (count == 0 || seen < count) {
+        bool any = false;
+        for (int i = 0; i < n && (count == 0 || seen < count); i++) {
+            if (next_event(c[i], &r, readable[i]) < 0) {
+                fprintf(stderr, "im-presence-cli: redis connection lost: %s\n", c[i]->errstr);
+                status = 3;
+                goto out;
+            }
+            readable[i] = false;
+            if (r == NULL)
+                continue;
+            any = true;
+            if (is_event(r)) {
+                print_event(r);
+                seen++;
+            }
+            freeReplyObject(r);
+        }
+        if (any || (count != 0 && seen >= count))
+            continue; /* take every reply already read before waiting again */
+        for (int i = 0; i < n; i++)
+            p[i] = (struct pollfd){.fd = c[i]->fd, .events = POLLIN};
+        if (poll(p, (nfds_t)n, -1) < 0)
+            continue; /* EINTR */
+        for (int i = 0; i < n; i++)
+            readable[i] = p[i].revents != 0;
+    }
+out:
+    for (int i = 0; i < n; i++)
+        redisFree(c[i]);
+    return status;
 }
