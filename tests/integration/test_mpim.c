@@ -81,7 +81,9 @@ IT(mpim, deliver_reaches_the_gateway_channel_with_exact_payload_bytes)
     struct it_sub *s = it_sub_open(FX.queue.port, ch);
     struct pc_client *c = it_connect();
     mpim_bind(c, 42, "gw-1:7000");
-    cr_assert(it_bytes_eq(it_query(c, 42)->gateway_addr, "gw-1:7000"), "the Bind took field 2, ignored 'cli'");
+    Mpim__QueryRouteResp *q = it_query(c, 42);
+    cr_assert(it_bytes_eq(q->gateway_addr, "gw-1:7000"), "the Bind took field 2, ignored 'cli'");
+    it_free(q);
     static const uint8_t payload[] = {'h', 'i', 0, 1, 0xff, 0, 'x'}; /* NULs and high bytes */
     Mpim__DeliverResp *r = mpim_deliver(c, 42, payload, sizeof(payload));
     cr_assert_eq(r->result->code, MPIM__CODE__OK, "%s", r->result->msg);
