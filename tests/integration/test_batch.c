@@ -393,7 +393,7 @@ IT(batch, deliver_publishes_exactly_once_per_listing_of_a_bound_id)
     };
     for (size_t i = 0; i < n; i++) {
         cr_assert_eq(d->results[i]->user_id, ids[i], "entry %zu", i);
-        cr_assert_eq(d->results[i]->code, want[i].code, "entry %zu (user %lld): %s", i, (long long)ids[i],
+        cr_assert_eq((int)d->results[i]->code, want[i].code, "entry %zu (user %lld): %s", i, (long long)ids[i],
                      pc_code_name(d->results[i]->code));
         cr_assert_eq(d->results[i]->delivered, want[i].delivered, "entry %zu (user %lld) delivered", i,
                      (long long)ids[i]);
