@@ -69,7 +69,7 @@ struct redis_router {
     ev_tstamp last_refresh;                         /* when the last one was sent */
     ev_timer refresh_timer;                         /* the rate-limited or periodic next one */
     struct routed_cmd *wait_head, *wait_tail;       /* commands to send again, in order */
-    uint16_t *waiting_in_slot;                      /* how many of them per slot */
+    uint32_t *waiting_in_slot;                      /* how many of them per slot */
     ev_timer wait_timer;
     ev_tstamp wait_delay;                           /* grows while commands keep waiting */
     struct link_counters links;                     /* shared by every master's link */
