@@ -11,6 +11,7 @@
  * Single-threaded but for the promotion watcher of the failover tests, which only asks a node
  * ROLE and stores a time: Criterion's asserts stay on the test's own thread. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,13 +407,14 @@ IT(cluster, sharded_pubsub_spublishes_to_the_channels_master)
 
     /* The CLI's watch -s follows the user's channel to its slot master (a MOVED from the node -r
      * names: asked here of a master that does not own the channel's slot) and prints the
-     * smessage; presence:route comes on the first connection. */
+     * smessage; presence:route comes on the first connection. No -n: the bus may still bring
+     * earlier notices to that node, so the watch runs until the test has seen its lines. */
     int64_t w = user_on(g_master[1], lone + 1, true);
     char redis[32], port[16], uid[24];
     snprintf(redis, sizeof(redis), "127.0.0.1:%d", g_master[0]);
     snprintf(port, sizeof(port), "%d", FX.srv.port);
     snprintf(uid, sizeof(uid), "%lld", (long long)w);
-    const char *argv[] = {it_cli_bin(), "-p", port, "-r", redis, "watch", "-n", "2", "-s", uid, NULL};
+    const char *argv[] = {it_cli_bin(), "-p", port, "-r", redis, "watch", "-s", uid, NULL};
     const char *out = it_path("watch.out");
     pid_t pid = it_spawn(argv, out, NULL);
     char want[64];
@@ -422,16 +424,15 @@ IT(cluster, sharded_pubsub_spublishes_to_the_channels_master)
     cr_assert_eq(b->result->code, MPIM__CODE__OK);
     it_free(b);
     d = it_deliver(c, w, "hi", 2, NULL);
-    cr_assert(d->result->code == MPIM__CODE__OK && d->delivered, "the CLI's SSUBSCRIBE did not count");
+    cr_assert(d->result->code == MPIM__CODE__OK && d->delivered, "the CLI's SSUBSCRIBE did not count: %s '%s'",
+              pc_code_name(d->result->code), d->result->msg);
     it_free(d);
-    int status = it_wait_pid(pid, 5000 * IT_SLOW);
-    char *text = it_read_file(out);
-    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "watch did not exit 0:\n%s", text);
-    snprintf(want, sizeof(want), " route user=%lld gateway=gw-w:1\n", (long long)w);
-    cr_assert_not_null(strstr(text, want), "no route line:\n%s", text);
     snprintf(want, sizeof(want), " message channel=user:%lld bytes=2 data=\"hi\"\n", (long long)w);
-    cr_assert_not_null(strstr(text, want), "no sharded message line:\n%s", text);
-    free(text);
+    free(it_wait_file_holds(out, want, 5000 * IT_SLOW));
+    snprintf(want, sizeof(want), " route user=%lld gateway=gw-w:1\n", (long long)w);
+    free(it_wait_file_holds(out, want, 5000 * IT_SLOW));
+    kill(pid, SIGTERM);
+    cr_assert_neq(it_wait_pid(pid, 5000 * IT_SLOW), -1, "watch did not stop on SIGTERM");
     it_sub_close(notices);
     pc_close(c);
 }
