@@ -12,7 +12,7 @@
 /* inih reads a line into a 200-byte buffer; a value must leave room for its key. */
 #define CONFIG_VALUE_MAX 180
 
-enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_REDIS_MODE, KEY_PUBSUB, KEY_DIALECT, KEY_LOGIN_POLICY };
+enum key_type { KEY_INT, KEY_SIZE, KEY_STRING, KEY_LOG_LEVEL, KEY_ENUM };
 
 struct key_spec {
     const char *section;
@@ -21,14 +21,27 @@ struct key_spec {
     size_t offset;     /* into struct presence_conf */
     size_t size;       /* KEY_STRING: buffer size */
     long long min, max; /* KEY_INT / KEY_SIZE bounds, inclusive */
+    const char *const *names; /* KEY_ENUM: the word of each value, by value */
+    int nnames;
 };
 
+/* The words of the enum keys, indexed by their value. */
+static const char *const redis_modes[] = {[REDIS_STANDALONE] = "standalone", [REDIS_CLUSTER] = "cluster",
+                                          [REDIS_SENTINEL] = "sentinel"};
+static const char *const pubsub_kinds[] = {[PUBSUB_GLOBAL] = "global", [PUBSUB_SHARDED] = "sharded"};
+static const char *const dialects[] = {[DIALECT_SEED] = "seed", [DIALECT_MPIM] = "mpim"};
+static const char *const login_policies[] = {[LOGIN_MULTI] = "multi", [LOGIN_SINGLE] = "single",
+                                             [LOGIN_PER_PLATFORM] = "per_platform"};
+
 #define OFF(field) offsetof(struct presence_conf, field)
-#define INT(sec, name, field, lo, hi) {sec, name, KEY_INT, OFF(field), 0, lo, hi}
-#define SIZE(sec, name, field, lo, hi) {sec, name, KEY_SIZE, OFF(field), 0, lo, hi}
-#define STR(sec, name, field) {sec, name, KEY_STRING, OFF(field), sizeof(((struct presence_conf *)0)->field), 0, 0}
+#define INT(sec, name, field, lo, hi) {sec, name, KEY_INT, OFF(field), 0, lo, hi, NULL, 0}
+#define SIZE(sec, name, field, lo, hi) {sec, name, KEY_SIZE, OFF(field), 0, lo, hi, NULL, 0}
+#define STR(sec, name, field)                                                                      \
+    {sec, name, KEY_STRING, OFF(field), sizeof(((struct presence_conf *)0)->field), 0, 0, NULL, 0}
+#define ENUM(sec, name, field, words)                                                              \
+    {sec, name, KEY_ENUM, OFF(field), 0, 0, 0, words, (int)(sizeof(words) / sizeof(words[0]))}
 #define REDIS_KEYS(sec, r)                                                                         \
-    {sec, "mode", KEY_REDIS_MODE, OFF(r.mode), 0, 0, 0}, STR(sec, "nodes", r.nodes),              \
+    ENUM(sec, "mode", r.mode, redis_modes), STR(sec, "nodes", r.nodes),                         \
         STR(sec, "master_name", r.master_name),                                                    \
         STR(sec, "host", r.host), INT(sec, "port", r.port, 1, 65535),                             \
         INT(sec, "database", r.database, 0, 1000000), INT(sec, "timeout", r.timeout_ms, 1, 3600000), \
@@ -47,20 +60,20 @@ static const struct key_spec keys[] = {
     SIZE("presence_service", "max_output_bytes", max_output_bytes, 1024, 1LL << 32),
     INT("presence_service", "idle_timeout", idle_timeout, 0, 86400 * 365),
     INT("presence_service", "batch_sched_above", batch_sched_above, 0, 1 << 20),
-    {"presence_service", "dialect", KEY_DIALECT, OFF(dialect), 0, 0, 0},
-    {"presence_service", "log_level", KEY_LOG_LEVEL, OFF(log_level), 0, 0, 0},
+    ENUM("presence_service", "dialect", dialect, dialects),
+    {"presence_service", "log_level", KEY_LOG_LEVEL, OFF(log_level), 0, 0, 0, NULL, 0},
     STR("presence_service", "log_file", log_file),
     STR("metrics", "host", metrics_host),
     INT("metrics", "port", metrics_port, 0, 65535),
     INT("route", "route_ttl", route_ttl, 1, INT_MAX),
-    {"route", "login_policy", KEY_LOGIN_POLICY, OFF(login_policy), 0, 0, 0},
+    ENUM("route", "login_policy", login_policy, login_policies),
     INT("route", "status_ttl", status_ttl, 1, INT_MAX),
     INT("route", "max_retries", max_retries, 0, 100),
     INT("route", "retry_interval", retry_interval_ms, 0, 600000),
     REDIS_KEYS("redis_cache", cache),
     INT("redis_cache", "wait_replicas", cache.wait_replicas, 0, 100),
     REDIS_KEYS("redis_queue", queue),
-    {"redis_queue", "pubsub", KEY_PUBSUB, OFF(queue.pubsub), 0, 0, 0},
+    ENUM("redis_queue", "pubsub", queue.pubsub, pubsub_kinds),
     STR("zookeeper", "hosts", zookeeper.hosts),
     INT("zookeeper", "session_timeout", zookeeper.session_timeout_ms, 100, 600000),
     STR("zookeeper", "advertise", zookeeper.advertise),
@@ -119,13 +132,6 @@ static int parse_number(const char *value, bool size_suffix, long long *out)
     return 0;
 }
 
-static const char *const redis_modes[] = {[REDIS_STANDALONE] = "standalone", [REDIS_SENTINEL] = "sentinel",
-                                          [REDIS_CLUSTER] = "cluster"};
-static const char *const pubsub_kinds[] = {[PUBSUB_GLOBAL] = "global", [PUBSUB_SHARDED] = "sharded"};
-static const char *const dialects[] = {[DIALECT_SEED] = "seed", [DIALECT_MPIM] = "mpim"};
-static const char *const login_policies[] = {[LOGIN_MULTI] = "multi", [LOGIN_SINGLE] = "single",
-                                             [LOGIN_PER_PLATFORM] = "per_platform"};
-
 const char *config_redis_mode_name(int mode)
 {
     return redis_modes[mode];
@@ -154,7 +160,6 @@ static int find_name(const char *const *names, int n, const char *value)
             return i;
     return -1;
 }
-#define FIND_NAME(names, value) find_name(names, (int)(sizeof(names) / sizeof(names[0])), value)
 
 static const struct key_spec *find_key(const char *section, const char *key)
 {
@@ -193,34 +198,16 @@ static int apply(struct presence_conf *c, const char *section, const char *key, 
         *(int *)field = level;
         return 1;
     }
-    case KEY_REDIS_MODE:
-        if ((v = FIND_NAME(redis_modes, value)) >= 0) {
+    case KEY_ENUM: {
+        if ((v = find_name(k->names, k->nnames, value)) >= 0) {
             *(int *)field = (int)v;
             return 1;
         }
-        snprintf(err, errlen, "'%s' is not one of standalone, cluster, sentinel", value);
+        int n = snprintf(err, errlen, "'%s' is not one of", value);
+        for (int i = 0; i < k->nnames && n >= 0 && (size_t)n < errlen; i++)
+            n += snprintf(err + n, errlen - (size_t)n, "%s %s", i ? "," : "", k->names[i]);
         return -1;
-    case KEY_PUBSUB:
-        if ((v = FIND_NAME(pubsub_kinds, value)) >= 0) {
-            *(int *)field = (int)v;
-            return 1;
-        }
-        snprintf(err, errlen, "'%s' is not one of global, sharded", value);
-        return -1;
-    case KEY_DIALECT:
-        if ((v = FIND_NAME(dialects, value)) >= 0) {
-            *(int *)field = (int)v;
-            return 1;
-        }
-        snprintf(err, errlen, "'%s' is not one of seed, mpim", value);
-        return -1;
-    case KEY_LOGIN_POLICY:
-        if ((v = FIND_NAME(login_policies, value)) >= 0) {
-            *(int *)field = (int)v;
-            return 1;
-        }
-        snprintf(err, errlen, "'%s' is not one of multi, single, per_platform", value);
-        return -1;
+    }
     case KEY_INT:
     case KEY_SIZE:
         if (parse_number(value, k->type == KEY_SIZE, &v) < 0 || v < k->min || v > k->max) {
@@ -431,17 +418,8 @@ void config_print(const struct presence_conf *c, FILE *out)
         case KEY_LOG_LEVEL:
             fprintf(out, "%s = %s\n", k->key, log_level_name(*(const int *)field));
             break;
-        case KEY_REDIS_MODE:
-            fprintf(out, "%s = %s\n", k->key, redis_modes[*(const int *)field]);
-            break;
-        case KEY_PUBSUB:
-            fprintf(out, "%s = %s\n", k->key, pubsub_kinds[*(const int *)field]);
-            break;
-        case KEY_DIALECT:
-            fprintf(out, "%s = %s\n", k->key, dialects[*(const int *)field]);
-            break;
-        case KEY_LOGIN_POLICY:
-            fprintf(out, "%s = %s\n", k->key, login_policies[*(const int *)field]);
+        case KEY_ENUM:
+            fprintf(out, "%s = %s\n", k->key, k->names[*(const int *)field]);
             break;
         }
     }

@@ -12,8 +12,8 @@
 /* How a section finds its Redis (contract §10). */
 enum redis_mode {
     REDIS_STANDALONE, /* host:port */
-    REDIS_SENTINEL,   /* the master named master_name, as the sentinels in nodes report it */
     REDIS_CLUSTER,    /* a Redis Cluster found through the seed nodes in nodes */
+    REDIS_SENTINEL,   /* the master named master_name, as the sentinels in nodes report it */
 };
 
 /* How Deliver publishes on the queue (contract §10, [redis_queue] pubsub). */
