@@ -85,9 +85,10 @@ static void log_effective_config(const struct presence_conf *c)
              c->max_inflight, c->queue_depth, c->max_output_bytes, c->idle_timeout, c->batch_sched_above,
              config_dialect_name(c->dialect), log_level_name(c->log_level), c->log_file[0] ? c->log_file : "(stderr)");
     log_info("config: [metrics] host=%s port=%d", c->metrics_host, c->metrics_port);
-    log_info("config: [route] route_ttl=%d login_policy=%s status_ttl=%d max_retries=%d retry_interval=%d",
+    log_info("config: [route] route_ttl=%d login_policy=%s status_ttl=%d max_retries=%d retry_interval=%d "
+             "near_cache=%d",
              c->route_ttl, config_login_policy_name(c->login_policy), c->status_ttl, c->max_retries,
-             c->retry_interval_ms);
+             c->retry_interval_ms, c->near_cache);
     char advertise[192];
     config_zookeeper_advertise(c, advertise, sizeof(advertise));
     log_info("config: [zookeeper] hosts=%s session_timeout=%d advertise=%s",

@@ -54,6 +54,10 @@ static void usage(FILE *f)
             "  batch-query UID...          query every UID in one call: one line per UID, in order\n"
             "  batch-deliver MESSAGE UID...\n"
             "                              publish MESSAGE to every UID in one call, one line per UID\n"
+            "  gateway-heartbeat GW MS     register or renew gateway GW's lease: it ends MS ms from now\n"
+            "                              (1000-600000); a lapsed lease drains the gateway\n"
+            "  drain GW                    end every session on gateway GW, as their unbind would, and\n"
+            "                              its lease (waits as long as the drain takes unless -t is given)\n"
             "  stats [--all]               the server's counters as a table (--all: with histogram buckets)\n"
             "  watch [-n COUNT] [-s] [UID] follow presence:route, presence:kick (and user:UID) on the\n"
             "                              queue Redis; -s: user:UID by SSUBSCRIBE on its slot master\n"
@@ -401,6 +405,67 @@ static int run_batch(struct pc_client *c, const char *where, const char *name, c
     return status;
 }
 
+/* gateway-heartbeat GW MS / drain GW (contract §8): name a gateway, no user. */
+struct gateway_args {
+    int method; /* PR_METHOD_GATEWAY_HEARTBEAT or PR_METHOD_DRAIN_GATEWAY */
+    const char *gw;
+    long long lease_ms;
+};
+
+/* 0, or EXIT_USAGE with the error printed. args are what follows the command name. */
+static int parse_gateway(const char *name, int nargs, char **args, struct gateway_args *g)
+{
+    bool drain = strcmp(name, "drain") == 0;
+    *g = (struct gateway_args){drain ? PR_METHOD_DRAIN_GATEWAY : PR_METHOD_GATEWAY_HEARTBEAT, NULL, 0};
+    if (nargs != (drain ? 1 : 2))
+        return usage_error("wrong number of arguments for '%s'", name);
+    g->gw = args[0];
+    /* Any int32 goes to the server, which judges the range (INVALID naming lease_ms). */
+    if (!drain && !parse_ll(args[1], INT32_MIN, INT32_MAX, &g->lease_ms))
+        return usage_error("invalid lease MS '%s'", args[1]);
+    return 0;
+}
+
+/* "CODE expires_ms=T" / "CODE sessions_removed=N" [msg=...]. */
+static int run_gateway(struct pc_client *c, const char *where, const char *name, const struct gateway_args *g)
+{
+    Mpim__GatewayHeartbeatReq hb = MPIM__GATEWAY_HEARTBEAT_REQ__INIT;
+    Mpim__DrainGatewayReq dr = MPIM__DRAIN_GATEWAY_REQ__INIT;
+    hb.gateway_addr = dr.gateway_addr = bytes_of(g->gw);
+    hb.lease_ms = (int32_t)g->lease_ms;
+    const ProtobufCMessage *req = g->method == PR_METHOD_DRAIN_GATEWAY ? &dr.base : &hb.base;
+    ProtobufCMessage *resp = NULL;
+    if (pc_call(c, g->method, req, &resp) < 0) {
+        fprintf(stderr, PROG ": %s request to %s failed: %s\n", name, where, pc_error(c));
+        return EXIT_TRANSPORT;
+    }
+    const Mpim__Result *res;
+    long long value;
+    const char *field;
+    if (g->method == PR_METHOD_DRAIN_GATEWAY) {
+        res = ((const Mpim__DrainGatewayResp *)resp)->result;
+        value = ((const Mpim__DrainGatewayResp *)resp)->sessions_removed;
+        field = "sessions_removed";
+    } else {
+        res = ((const Mpim__GatewayHeartbeatResp *)resp)->result;
+        value = ((const Mpim__GatewayHeartbeatResp *)resp)->expires_ms;
+        field = "expires_ms";
+    }
+    int code = res != NULL ? (int)res->code : MPIM__CODE__OK;
+    const char *msg = res != NULL && res->msg != NULL ? res->msg : "";
+    bool answer = code == MPIM__CODE__OK || code == MPIM__CODE__NOT_FOUND;
+    fputs(pc_code_name(code), stdout);
+    if (answer)
+        printf(" %s=%lld", field, value);
+    if (msg[0] != '\0') {
+        fputs(" msg=", stdout);
+        print_quoted((const uint8_t *)msg, strlen(msg));
+    }
+    putchar('\n');
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return answer ? EXIT_ANSWER : EXIT_REFUSED;
+}
+
 /* watch [-n COUNT] [UID]: argv[0] is "watch". */
 static int watch_command(const char *redis_addr, int argc, char **argv)
 {
@@ -434,6 +499,7 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1";
     long long port = 6000, timeout_ms = 5000;
+    bool timeout_given = false;
     static const struct option longopts[] = {{"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
 
     /* '+': options end at the command, so "query -5" sends -5 for the server to judge. */
@@ -454,6 +520,7 @@ int main(int argc, char **argv)
         case 't':
             if (!parse_ll(optarg, 0, INT_MAX, &timeout_ms))
                 return usage_error("invalid timeout '%s'", optarg);
+            timeout_given = true;
             break;
         case 'H':
             usage(stdout);
@@ -471,23 +538,29 @@ int main(int argc, char **argv)
     if (stats && (argc - optind > 2 || (argc - optind == 2 && strcmp(argv[optind + 1], "--all") != 0)))
         return usage_error("%s", "usage: stats [--all]");
     bool batch = strcmp(argv[optind], "batch-query") == 0 || strcmp(argv[optind], "batch-deliver") == 0;
-    const struct command *cmd = stats || batch ? NULL : find_command(argv[optind]);
-    if (cmd == NULL && !stats && !batch)
+    bool gateway = strcmp(argv[optind], "gateway-heartbeat") == 0 || strcmp(argv[optind], "drain") == 0;
+    const struct command *cmd = stats || batch || gateway ? NULL : find_command(argv[optind]);
+    if (cmd == NULL && !stats && !batch && !gateway)
         return usage_error("unknown command '%s'", argv[optind]);
     char **args = argv + optind + 1;
     int nargs = argc - optind - 1;
+    struct gateway_args gargs = {0, NULL, 0};
+    if (gateway && parse_gateway(argv[optind], nargs, args, &gargs) != 0)
+        return EXIT_USAGE;
+    if (gateway && gargs.method == PR_METHOD_DRAIN_GATEWAY && !timeout_given)
+        timeout_ms = 0; /* a drain of many sessions takes as long as it takes */
     struct batch_args bargs = {0, NULL, NULL, 0};
     if (batch && parse_batch(argv[optind], nargs, args, &bargs) != 0)
         return EXIT_USAGE;
     long long uid = 0;
-    if (!stats && !batch) {
+    if (!stats && !batch && !gateway) {
         if (nargs < cmd->min_args || nargs > cmd->max_args)
             return usage_error("wrong number of arguments for '%s'", cmd->name);
         if (!parse_ll(args[0], LLONG_MIN, LLONG_MAX, &uid))
             return usage_error("invalid UID '%s'", args[0]);
     }
     struct session_opts opts = {"", 0, 0};
-    if (!stats && !batch && cmd->method != PR_METHOD_QUERY && cmd->method != PR_METHOD_DELIVER &&
+    if (!stats && !batch && !gateway && cmd->method != PR_METHOD_QUERY && cmd->method != PR_METHOD_DELIVER &&
         parse_session_opts(cmd->method, nargs, args, &opts) < 0)
         return EXIT_USAGE;
 
@@ -504,6 +577,11 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot connect to %s: %s\n", where, err);
         free(bargs.ids);
         return EXIT_TRANSPORT;
+    }
+    if (gateway) {
+        int status = run_gateway(c, where, argv[optind], &gargs);
+        pc_close(c);
+        return status;
     }
     if (batch) {
         int status = run_batch(c, where, argv[optind], &bargs);

@@ -19,6 +19,8 @@ static const ProtobufCMessageDescriptor *const request_desc[PR_METHOD_COUNT] = {
     [PR_METHOD_STATS] = &mpim__stats_req__descriptor,
     [PR_METHOD_BATCH_QUERY] = &mpim__batch_query_route_req__descriptor,
     [PR_METHOD_BATCH_DELIVER] = &mpim__batch_deliver_req__descriptor,
+    [PR_METHOD_GATEWAY_HEARTBEAT] = &mpim__gateway_heartbeat_req__descriptor,
+    [PR_METHOD_DRAIN_GATEWAY] = &mpim__drain_gateway_req__descriptor,
 };
 
 static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = {
@@ -30,6 +32,8 @@ static const ProtobufCMessageDescriptor *const response_desc[PR_METHOD_COUNT] = 
     [PR_METHOD_STATS] = &mpim__stats_resp__descriptor,
     [PR_METHOD_BATCH_QUERY] = &mpim__batch_query_route_resp__descriptor,
     [PR_METHOD_BATCH_DELIVER] = &mpim__batch_deliver_resp__descriptor,
+    [PR_METHOD_GATEWAY_HEARTBEAT] = &mpim__gateway_heartbeat_resp__descriptor,
+    [PR_METHOD_DRAIN_GATEWAY] = &mpim__drain_gateway_resp__descriptor,
 };
 
 const ProtobufCMessageDescriptor *codec_response_descriptor(int method)
@@ -129,6 +133,15 @@ static void extract_fields(struct pr_request *req, int dialect)
         /* A message of its own (§7): field 2 is the payload in either dialect. */
         req->message = ((Mpim__BatchDeliverReq *)req->args)->message;
         break;
+    case PR_METHOD_GATEWAY_HEARTBEAT: {
+        Mpim__GatewayHeartbeatReq *m = (Mpim__GatewayHeartbeatReq *)req->args;
+        req->gateway = m->gateway_addr;
+        req->lease_ms = m->lease_ms;
+        break;
+    }
+    case PR_METHOD_DRAIN_GATEWAY:
+        req->gateway = ((Mpim__DrainGatewayReq *)req->args)->gateway_addr;
+        break;
     case PR_METHOD_STATS:
     case PR_METHOD_BATCH_QUERY: /* its ids stay in args (core/batch.h) */
         break;
@@ -150,13 +163,18 @@ int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len
     if (req->method == PR_METHOD_STATS)
         return 0;
     bool batch = req->method == PR_METHOD_BATCH_QUERY || req->method == PR_METHOD_BATCH_DELIVER;
+    /* Gateway leases and drains (§8) name a gateway, no user. */
+    bool gateway_call = req->method == PR_METHOD_GATEWAY_HEARTBEAT || req->method == PR_METHOD_DRAIN_GATEWAY;
     /* A batch's ids are judged one by one (INVALID in their own entries), its size by the acceptor. */
-    const char *why = batch ? NULL : codec_check_user_id(req->user_id);
+    const char *why = batch || gateway_call ? NULL : codec_check_user_id(req->user_id);
     if (why == NULL && !batch && req->method != PR_METHOD_QUERY && req->method != PR_METHOD_DELIVER)
         why = codec_check_gateway(req->gateway.data, req->gateway.len);
     if (why == NULL && (req->method == PR_METHOD_DELIVER || req->method == PR_METHOD_BATCH_DELIVER) &&
         req->message.len > max_message_bytes)
         why = "message larger than max_message_bytes";
+    if (why == NULL && req->method == PR_METHOD_GATEWAY_HEARTBEAT &&
+        (req->lease_ms < CODEC_LEASE_MIN_MS || req->lease_ms > CODEC_LEASE_MAX_MS))
+        why = "lease_ms must be 1000-600000";
     if (why == NULL)
         why = session_check_device((const char *)req->device.data, req->device.len);
     if (why == NULL && (req->platform < 0 || req->platform > 255))
@@ -179,6 +197,8 @@ union response {
     Mpim__HeartbeatResp heartbeat;
     Mpim__BatchQueryRouteResp batch_query;
     Mpim__BatchDeliverResp batch_deliver;
+    Mpim__GatewayHeartbeatResp gateway_heartbeat;
+    Mpim__DrainGatewayResp drain_gateway;
 };
 
 static void build_response(const struct pr_request *req, union response *r, Mpim__Result *result)
@@ -236,6 +256,16 @@ static void build_response(const struct pr_request *req, union response *r, Mpim
         mpim__batch_deliver_resp__init(&r->batch_deliver);
         r->batch_deliver.result = result;
         r->batch_deliver.timestamp = req->timestamp;
+        break;
+    case PR_METHOD_GATEWAY_HEARTBEAT:
+        mpim__gateway_heartbeat_resp__init(&r->gateway_heartbeat);
+        r->gateway_heartbeat.result = result;
+        r->gateway_heartbeat.expires_ms = req->count;
+        break;
+    case PR_METHOD_DRAIN_GATEWAY:
+        mpim__drain_gateway_resp__init(&r->drain_gateway);
+        r->drain_gateway.result = result;
+        r->drain_gateway.sessions_removed = req->count;
         break;
     case PR_METHOD_STATS: /* only reached without stats: an error */
         mpim__error_resp__init(&r->error);

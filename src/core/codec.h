@@ -26,7 +26,9 @@ int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len
                          size_t max_message_bytes, int dialect);
 
 /* Validation rules shared with clients: user_id > 0; gateway 1-255 printable ASCII bytes
- * (0x20-0x7e). */
+ * (0x20-0x7e); GatewayHeartbeat's lease_ms in [CODEC_LEASE_MIN_MS, CODEC_LEASE_MAX_MS]. */
+#define CODEC_LEASE_MIN_MS 1000
+#define CODEC_LEASE_MAX_MS 600000
 const char *codec_check_user_id(int64_t user_id);
 const char *codec_check_gateway(const uint8_t *gw, size_t len);
 

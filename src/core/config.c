@@ -70,6 +70,7 @@ static const struct key_spec keys[] = {
     INT("route", "status_ttl", status_ttl, 1, INT_MAX),
     INT("route", "max_retries", max_retries, 0, 100),
     INT("route", "retry_interval", retry_interval_ms, 0, 600000),
+    INT("route", "near_cache", near_cache, 0, 10000000),
     REDIS_KEYS("redis_cache", cache),
     INT("redis_cache", "wait_replicas", cache.wait_replicas, 0, 100),
     REDIS_KEYS("redis_queue", queue),
@@ -100,6 +101,7 @@ void config_defaults(struct presence_conf *c)
     c->status_ttl = 3600;
     c->max_retries = 3;
     c->retry_interval_ms = 1000;
+    c->near_cache = 100000;
     struct redis_conf *r[2] = {&c->cache, &c->queue};
     for (int i = 0; i < 2; i++) {
         strcpy(r[i]->host, "127.0.0.1");

@@ -86,6 +86,7 @@ struct presence_conf {
     int status_ttl;              /* seconds */
     int max_retries;             /* Deliver publish retries */
     int retry_interval_ms;       /* between those retries */
+    int near_cache;              /* near cache entries per shard (contract §11); 0: off */
     /* [redis_cache], [redis_queue] */
     struct redis_conf cache;
     struct redis_conf queue;

@@ -48,6 +48,8 @@ const char *request_method_name(int method)
         [PR_METHOD_STATS] = "Stats",
         [PR_METHOD_BATCH_QUERY] = "BatchQueryRoute",
         [PR_METHOD_BATCH_DELIVER] = "BatchDeliver",
+        [PR_METHOD_GATEWAY_HEARTBEAT] = "GatewayHeartbeat",
+        [PR_METHOD_DRAIN_GATEWAY] = "DrainGateway",
     };
     return method >= 0 && method < PR_METHOD_COUNT ? names[method] : "?";
 }

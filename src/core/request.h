@@ -33,6 +33,8 @@ enum pr_method {
     PR_METHOD_STATS, /* answered by the acceptor itself: it names no user */
     PR_METHOD_BATCH_QUERY,   /* BatchQueryRoute: split by shard into parts, gathered again (core/batch.h) */
     PR_METHOD_BATCH_DELIVER, /* BatchDeliver: likewise */
+    PR_METHOD_GATEWAY_HEARTBEAT, /* GatewayHeartbeat (§8): names a gateway, not a user */
+    PR_METHOD_DRAIN_GATEWAY,     /* DrainGateway (§8): likewise */
     PR_METHOD_COUNT
 };
 
@@ -57,6 +59,7 @@ struct pr_request {
     ProtobufCBinaryData device;  /* Bind/Unbind/Heartbeat device_id ("" = the default device), into args */
     int32_t platform;            /* Bind: 0-255 */
     int64_t fence;               /* Unbind/Heartbeat: the session's epoch, 0 = any */
+    int32_t lease_ms;            /* GatewayHeartbeat: 1000-600000 */
     struct pr_batch *batch;      /* batch methods: a part's ids and answers (owned with the request), or the
                                   * call's own bookkeeping; NULL otherwise. Ownership: core/batch.h */
     ProtobufCMessage *args;      /* decoded request message (in `arena`); NULL for a reply made without one */
@@ -73,6 +76,7 @@ struct pr_request {
     char route_inline[PR_ROUTE_INLINE];
     char msg[PR_MSG_MAX]; /* Result.msg, NUL-terminated; empty for none */
     int64_t epoch;      /* Bind: the new session's epoch */
+    int64_t count;      /* GatewayHeartbeat: expires_ms; DrainGateway: sessions_removed */
     struct pr_sessions *sessions; /* Bind: displaced; QueryRoute: live sessions; NULL if none */
     uint8_t *packed;    /* Stats: the whole response message, packed by the acceptor (malloc'd) */
     size_t packed_len;
@@ -88,6 +92,8 @@ struct pr_request {
     struct pr_request *part;     /* one id of a batch part, run as its single call: that part, to which
                                   * shard_answer returns it (shards/batch_run.c); NULL otherwise */
     uint32_t entry;              /* ... and the id's entry in the part */
+    void *script_link;           /* Bind on a cluster: the link that answered the session script while
+                                  * the gateway's slot bit is still out (shards/gateways.c) */
     struct pr_request *next;     /* intrusive list link: acceptor free list, shard retry queue */
     TRACE_FIELDS                 /* PRESENCE_TRACE builds: per-hop stamps (core/trace.h) */
 

@@ -86,6 +86,39 @@ static void routing(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
         (double)st->deliver_retries);
 }
 
+/* Gateway drains (contract §8), by how they started: DrainGateway or a lapsed lease. */
+static void gateway_drains(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
+{
+    const struct shard_stats *st = &sn->shards;
+    static const char dr[] = "impresence_gateway_drains_total";
+    static const char drh[] = "Gateway drains finished: manual = DrainGateway, lease = a lapsed lease.";
+    one(emit, ctx, dr, "counter", drh, "how=\"manual\"", (double)st->drains[0]);
+    one(emit, ctx, dr, "counter", drh, "how=\"lease\"", (double)st->drains[1]);
+    one(emit, ctx, "impresence_gateway_drained_sessions_total", "counter",
+        "Sessions ended by gateway drains, as their UnbindRoute would.", "", (double)st->drained_sessions);
+}
+
+/* The near cache (contract §11, docs/near-cache.md); zero with [route] near_cache = 0. */
+static void near_cache(const struct snapshot *sn, metrics_emit_fn *emit, void *ctx)
+{
+    const struct shard_stats *st = &sn->shards;
+    one(emit, ctx, "impresence_near_cache_hits_total", "counter",
+        "QueryRoute/Deliver route lookups answered from the near cache.", "", (double)st->nc_hits);
+    one(emit, ctx, "impresence_near_cache_misses_total", "counter",
+        "Near cache lookups read from Redis instead (absent, changed, expired, or not trusted then).", "",
+        (double)st->nc_misses);
+    one(emit, ctx, "impresence_near_cache_invalidations_total", "counter",
+        "User keys Redis reported changed to the near cache (CLIENT TRACKING).", "", (double)st->nc_invalidations);
+    one(emit, ctx, "impresence_near_cache_flushes_total", "counter",
+        "Whole near cache drops: tracking lost or hung, FLUSHALL/FLUSHDB, a cluster map change.", "",
+        (double)st->nc_flushes);
+    one(emit, ctx, "impresence_near_cache_entries", "gauge", "Entries in the near cache, all shards.", "",
+        (double)st->nc_entries);
+    one(emit, ctx, "impresence_near_cache_tracked", "gauge",
+        "Redis nodes whose tracking is confirmed, summed over shards (0: every lookup reads Redis).", "",
+        (double)st->nc_tracked);
+}
+
 /* Redis Cluster routing (contract §10); zero off a cluster. */
 static void redis_cluster(const struct shard_stats *st, const char *const labels[SHARD_LINKS], metrics_emit_fn *emit,
                           void *ctx)
@@ -190,6 +223,8 @@ void metrics_collect(const struct metrics_view *v, metrics_emit_fn *emit, void *
     requests(&sn, emit, ctx);
     latency(&sn, emit, ctx);
     routing(&sn, emit, ctx);
+    gateway_drains(&sn, emit, ctx);
+    near_cache(&sn, emit, ctx);
     redis(&sn, emit, ctx);
     shards(&sn, emit, ctx);
     connections(&sn, emit, ctx);

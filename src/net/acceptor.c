@@ -147,7 +147,9 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
         return;
     }
 
-    uint32_t i = hash_shard(req->user_id, (uint32_t)acc->nshards);
+    bool gateway_call = req->method == PR_METHOD_GATEWAY_HEARTBEAT || req->method == PR_METHOD_DRAIN_GATEWAY;
+    uint32_t i = gateway_call ? hash_bytes_shard(req->gateway.data, req->gateway.len, (uint32_t)acc->nshards)
+                              : hash_shard(req->user_id, (uint32_t)acc->nshards);
     TRACE_HOOK(trace_stamp(req, TRACE_PUSHED));
     /* The in-flight bound is what guarantees the shard's outbox never fills. */
     if (counter_get(&acc->inflight[i]) >= (uint64_t)acc->conf->queue_depth ||

@@ -15,8 +15,10 @@
 #include "core/thread_role.h"
 #include "presence.pb-c.h"
 #include "shards/batch_run.h"
+#include "shards/gateways.h"
 #include "shards/handlers_common.h"
 #include "shards/redis_result.h"
+#include "shards/route_cache.h"
 #include "shards/session_scripts.h"
 #include "shards/shard.h"
 
@@ -145,7 +147,7 @@ static void on_query_route(struct redis_link *link, enum link_status status, red
 
 /* The live sessions of an HGETALL reply, highest epoch first. A value not in the stored form
  * (written by hand) is skipped, like a lapsed session. */
-static bool take_sessions(struct shard *s, struct pr_request *req, const redisReply *r)
+bool take_sessions(struct shard *s, struct pr_request *req, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
         return false;
@@ -340,6 +342,20 @@ static void on_deliver_route(struct redis_link *link, enum link_status status, r
     deliver_publish(s, req);
 }
 
+/* The near cache (route_cache.c) knows req's route, from memory or just read from Redis:
+ * req->flag says whether there is one, req->route and req->sessions hold it. Answer exactly as
+ * the reads above do. */
+void handlers_route_known(struct shard *s, struct pr_request *req)
+{
+    counter_add(req->flag ? &s->counters.route_hits : &s->counters.route_misses, 1);
+    if (req->method == PR_METHOD_QUERY || !req->flag) {
+        request_set_result(req, req->flag ? MPIM__CODE__OK : MPIM__CODE__NOT_FOUND, NULL);
+        shard_answer(s, req);
+        return;
+    }
+    deliver_publish(s, req);
+}
+
 void handlers_fail_retries(struct shard *s)
 {
     ev_timer_stop(s->loop, &s->retry_timer);
@@ -362,6 +378,10 @@ void handlers_dispatch(struct shard *s, struct pr_request *req)
         batch_run_start(s, req); /* each id comes back here as its single call, with its own slot */
         return;
     }
+    if (req->method == PR_METHOD_GATEWAY_HEARTBEAT || req->method == PR_METHOD_DRAIN_GATEWAY) {
+        gateways_dispatch(s, req); /* names a gateway, no user: its keys have slots of their own */
+        return;
+    }
     const struct presence_conf *c = s->conf;
     req->slot = c->cache.mode == REDIS_CLUSTER || c->queue.mode == REDIS_CLUSTER ? user_slot(req->user_id) : 0;
     req->replicas = -1;
@@ -371,9 +391,17 @@ void handlers_dispatch(struct shard *s, struct pr_request *req)
         writes_bind(s, req);
         return;
     case PR_METHOD_QUERY:
+        if (s->near != NULL) { /* [route] near_cache > 0: route_cache.c */
+            route_cache_lookup(s, req);
+            return;
+        }
         query_route(s, req);
         return;
     case PR_METHOD_DELIVER:
+        if (s->near != NULL) {
+            route_cache_lookup(s, req);
+            return;
+        }
         rc = get_route(s, req, on_deliver_route);
         break;
     case PR_METHOD_UNBIND:
@@ -396,6 +424,8 @@ int handlers_init(struct shard *s)
     s->bind_script.body = SESSION_BIND_LUA;
     s->unbind_script.body = SESSION_UNBIND_LUA;
     s->heartbeat_script.body = SESSION_HEARTBEAT_LUA;
+    for (int i = 0; i < GW_SCRIPTS; i++)
+        s->gw_scripts[i].body = GW_SCRIPT_LUA[i];
     ev_timer_init(&s->retry_timer, on_retry_timer, 0., 0.);
     s->retry_timer.data = s;
     return 0;

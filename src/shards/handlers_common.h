@@ -24,9 +24,17 @@ bool take_result(struct pr_request *req, const char *role, enum link_status stat
 void answer_not_sent(struct shard *s, struct pr_request *req, const char *role);
 /* Copy a string reply into req->route (flag = found). false: not a string, or out of memory. */
 bool take_route(struct pr_request *req, const redisReply *reply);
+/* The live sessions of an HGETALL reply into req->sessions, highest epoch first. false: not a
+ * sessions hash reply, or out of memory. */
+bool take_sessions(struct shard *s, struct pr_request *req, const redisReply *r);
+/* The near cache found req's route (QueryRoute, Deliver): answer as a Redis read would. */
+void handlers_route_known(struct shard *s, struct pr_request *req);
 
 /* writes.c */
 void writes_bind(struct shard *s, struct pr_request *req);
 void writes_unbind_or_heartbeat(struct shard *s, struct pr_request *req);
+/* The write's reply is in, from link: WAIT if configured, notices, answer (gateways.c resumes a
+ * Bind here once its slot bit is answered too). */
+void writes_done(struct shard *s, struct pr_request *req, struct redis_link *link);
 
 #endif

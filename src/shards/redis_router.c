@@ -122,6 +122,7 @@ static void make_link(struct redis_router *r, int i, const struct cluster_addr *
     link_share_counters(&m->link, &r->links);
     r->node[i] = &m->link;
     r->linked[i] = *a;
+    r->topology++;
     link_start(&m->link);
 }
 
@@ -132,6 +133,7 @@ static void drop_link(struct redis_router *r, int i)
 {
     struct master_link *m = (struct master_link *)r->node[i];
     r->node[i] = NULL;
+    r->topology++;
     m->next = r->retiring;
     r->retiring = m;
     if (!ev_is_active(&r->reap_timer))
@@ -175,6 +177,15 @@ static void sync_links(struct redis_router *r, const char *via_host)
 
 /* --- the slot map --- */
 
+/* FNV-1a over the slot owners: tells a map that assigns slots differently from one that does not. */
+static uint64_t slots_digest(const struct cluster_map *m)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t s = 0; s < CLUSTER_SLOTS; s++)
+        h = (h ^ m->slot_owner[s]) * 0x100000001b3ull;
+    return h;
+}
+
 static void on_slots(struct redis_link *link, enum link_status status, redisReply *reply, void *priv)
 {
     struct redis_router *r = priv;
@@ -182,12 +193,15 @@ static void on_slots(struct redis_link *link, enum link_status status, redisRepl
     if (status != LINK_REPLY)
         return; /* the check timer asks again */
     char err[256];
+    uint64_t before = slots_digest(r->map);
     if (cluster_map_parse(r->map, reply, err, sizeof(err)) < 0) {
         log_limited(&r->log_lim, LOG_WARN, "redis cluster map rejected role=%s addr=%s:%d error=\"%s\"", r->role,
                     link->host, link->port, err);
         return;
     }
     counter_add(&r->counters.refreshes, 1);
+    if (slots_digest(r->map) != before)
+        r->topology++;
     sync_links(r, link->host);
 }
 
@@ -292,6 +306,7 @@ static void on_routed_reply(struct redis_link *link, enum link_status status, re
         case CLUSTER_ERR_MOVED:
             /* The slot moved for good (failover, resharding): take it now, confirm with a map. */
             counter_add(&r->counters.moved, 1);
+            r->topology++;
             i = cluster_map_set_slot(r->map, rd.slot, &rd.to);
             if (i >= 0 && r->node[i] == NULL)
                 make_link(r, i, &rd.to, link->host);
@@ -471,6 +486,35 @@ void router_destroy(struct redis_router *r)
     link_destroy(&r->seed);
     free(r->map);
     free(r->waiting_in_slot);
+}
+
+/* --- the near cache's view --- */
+
+int router_link_index(const struct redis_router *r, const struct redis_link *link)
+{
+    if (!r->cluster)
+        return link == &r->single ? 0 : -1;
+    for (int i = 0; i < (int)CLUSTER_MAP_MAX_NODES; i++)
+        if (r->node[i] == link)
+            return i;
+    return -1;
+}
+
+struct redis_link *router_link_at(struct redis_router *r, int i)
+{
+    if (!r->cluster)
+        return i == 0 ? &r->single : NULL;
+    return i >= 0 && i < (int)CLUSTER_MAP_MAX_NODES ? r->node[i] : NULL;
+}
+
+int router_slot_node(const struct redis_router *r, uint16_t slot)
+{
+    return r->cluster ? cluster_map_node_for_slot(r->map, slot) : 0;
+}
+
+uint64_t router_topology(const struct redis_router *r)
+{
+    return r->topology;
 }
 
 /* --- any thread --- */

@@ -72,6 +72,7 @@ struct redis_router {
     uint32_t *waiting_in_slot;                      /* how many of them per slot */
     ev_timer wait_timer;
     ev_tstamp wait_delay;                           /* grows while commands keep waiting */
+    uint64_t topology;                              /* moves on every change of masters or slots (router_topology) */
     struct link_counters links;                     /* shared by every master's link */
     struct router_counters counters;
     struct log_limit log_lim;
@@ -88,6 +89,16 @@ void router_destroy(struct redis_router *r);
 /* Send a RESP command about slot (ignored unless cluster). 0: fn will be called exactly once;
  * -1: fn will not be called and the command was certainly not sent (link down, out of memory). */
 int router_send(struct redis_router *r, uint16_t slot, link_reply_fn *fn, void *priv, const char *cmd, size_t len);
+
+/* For the near cache (shards/route_cache.c), shard thread: the map index of a master's link (0
+ * for the one link off a cluster; -1 for any other, such as a retired or seed link); the link at
+ * index i (NULL: none); the index of slot's master (0 off a cluster; -1: none known); and a
+ * version that moves whenever a master's link is made or dropped, a MOVED is followed, or a new
+ * map assigns slots differently: what Redis tracks for a shard may have moved elsewhere. */
+int router_link_index(const struct redis_router *r, const struct redis_link *link);
+struct redis_link *router_link_at(struct redis_router *r, int i);
+int router_slot_node(const struct redis_router *r, uint16_t slot);
+uint64_t router_topology(const struct redis_router *r);
 
 /* For metrics, any thread: the role's link counters, and whether it serves every slot now. */
 const struct link_counters *router_link_counters(const struct redis_router *r);

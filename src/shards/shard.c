@@ -8,9 +8,14 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/slot_tag.h"
 #include "core/thread_role.h"
 #include "shards/batch_run.h"
+#include "shards/drain.h"
+#include "shards/gateways.h"
 #include "shards/handlers.h"
+#include "shards/lease_watch.h"
+#include "shards/route_cache.h"
 #include "presence.pb-c.h"
 
 /* --- shard thread --- */
@@ -91,6 +96,8 @@ static void on_before_sleep(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)loop;
     (void)revents;
     struct shard *s = w->data;
+    if (s->near != NULL)
+        route_cache_before_sleep(s); /* the near cache's fence PINGs for this turn's hits */
     if (s->answers_pending) {
         s->answers_pending = false;
         TRACE_HOOK(trace_notify_sent(s->id));
@@ -103,6 +110,17 @@ static void on_stop(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     struct shard *s = w->data;
     on_wake(loop, &s->wake, 0); /* nothing submitted is left unanswered */
+    lease_watch_stop(s);       /* no new lease drain */
+    if (drain_quiesce(s))      /* drains end after their step in flight; the last calls shard_stop_finish */
+        return;
+    shard_stop_finish(s);
+}
+
+void shard_stop_finish(struct shard *s)
+{
+    struct ev_loop *loop = s->loop;
+    if (s->near != NULL)
+        route_cache_stop(s);   /* hits waiting for their fence go to Redis, answered by router_stop */
     router_stop(&s->cache);
     router_stop(&s->queue);
     handlers_fail_retries(s);
@@ -153,7 +171,14 @@ int shard_init(struct shard *s, int id, const struct presence_conf *conf, struct
     ev_prepare_start(s->loop, &s->before_sleep);
     if (handlers_init(s) < 0)
         return -1;
-    if (router_init(&s->cache, "cache", &conf->cache, s->loop, s, handlers_cache_setup) < 0 ||
+    slot_tags_init(); /* names of the gateway indexes' per-slot keys on a cluster (gateways.c) */
+    if (id == 0 && lease_watch_init(s) < 0) /* one watcher per instance */
+        return -1;
+    /* [route] near_cache > 0: each cache connection also turns on CLIENT TRACKING (route_cache.c). */
+    if (conf->near_cache > 0 && (s->near = route_cache_new(s)) == NULL)
+        return -1;
+    if (router_init(&s->cache, "cache", &conf->cache, s->loop, s,
+                    s->near != NULL ? route_cache_link_setup : handlers_cache_setup) < 0 ||
         router_init(&s->queue, "queue", &conf->queue, s->loop, s, NULL) < 0)
         return -1;
     return 0;
@@ -179,9 +204,13 @@ void shard_stop(struct shard *s)
 void shard_destroy(struct shard *s)
 {
     batch_run_destroy(s);
+    lease_watch_destroy(s);
+    gateways_destroy(s);
     resp_free(&s->resp);
     router_destroy(&s->cache);
     router_destroy(&s->queue);
+    route_cache_free(s->near); /* after the routers: the links it points at are gone */
+    s->near = NULL;
     if (s->loop != NULL)
         ev_loop_destroy(s->loop);
     ring_destroy(&s->inbox);
@@ -207,6 +236,15 @@ void shard_stats_read(const struct shard *s, struct shard_stats *out)
     out->delivered = counter_get(&s->counters.delivered);
     out->undelivered = counter_get(&s->counters.undelivered);
     out->deliver_retries = counter_get(&s->counters.deliver_retries);
+    for (int k = 0; k < 2; k++)
+        out->drains[k] = counter_get(&s->counters.drains[k]);
+    out->drained_sessions = counter_get(&s->counters.drained_sessions);
+    out->nc_hits = counter_get(&s->counters.nc_hits);
+    out->nc_misses = counter_get(&s->counters.nc_misses);
+    out->nc_invalidations = counter_get(&s->counters.nc_invalidations);
+    out->nc_flushes = counter_get(&s->counters.nc_flushes);
+    out->nc_entries = counter_get(&s->counters.nc_entries);
+    out->nc_tracked = counter_get(&s->counters.nc_tracked);
     const struct redis_router *routers[SHARD_LINKS] = {[SHARD_LINK_CACHE] = &s->cache, [SHARD_LINK_QUEUE] = &s->queue};
     for (int r = 0; r < SHARD_LINKS; r++) {
         const struct link_counters *lc = router_link_counters(routers[r]);
@@ -238,6 +276,15 @@ void shard_stats_sum(const struct shard *shards, int n, struct shard_stats *out)
         out->delivered += one.delivered;
         out->undelivered += one.undelivered;
         out->deliver_retries += one.deliver_retries;
+        for (int k = 0; k < 2; k++)
+            out->drains[k] += one.drains[k];
+        out->drained_sessions += one.drained_sessions;
+        out->nc_hits += one.nc_hits;
+        out->nc_misses += one.nc_misses;
+        out->nc_invalidations += one.nc_invalidations;
+        out->nc_flushes += one.nc_flushes;
+        out->nc_entries += one.nc_entries;
+        out->nc_tracked += one.nc_tracked;
         for (int r = 0; r < SHARD_LINKS; r++) {
             out->link[r].up += one.link[r].up;
             out->link[r].all_up += one.link[r].all_up;

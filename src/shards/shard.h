@@ -18,6 +18,7 @@
 #include "core/counter.h"
 #include "core/request.h"
 #include "core/ring.h"
+#include "shards/gateway_scripts.h"
 #include "shards/redis_router.h"
 #include "shards/resp.h"
 
@@ -29,6 +30,14 @@ struct shard_counters {
     counter_t delivered;         /* Deliver publishes that reached a subscriber */
     counter_t undelivered;       /* Deliver publishes with no subscriber */
     counter_t deliver_retries;   /* publish attempts after the first */
+    counter_t drains[2];         /* gateway drains finished, by enum drain_kind (drain.h) */
+    counter_t drained_sessions;  /* sessions those drains (finished or not) ended */
+    counter_t nc_hits;           /* near cache: lookups answered from memory (route_cache.c) */
+    counter_t nc_misses;         /* ... read from Redis instead */
+    counter_t nc_invalidations;  /* ... user keys Redis said changed */
+    counter_t nc_flushes;        /* ... whole-cache drops (tracking lost, FLUSHALL, cluster map moved) */
+    counter_t nc_entries;        /* ... entries held (a gauge) */
+    counter_t nc_tracked;        /* ... Redis nodes whose tracking is confirmed (a gauge) */
 };
 
 /* A Lua script the shard runs with EVALSHA; its SHA1 comes back from SCRIPT LOAD. */
@@ -63,6 +72,12 @@ struct shard {
     struct shard_script bind_script;     /* session scripts (session_scripts.c) */
     struct shard_script unbind_script;
     struct shard_script heartbeat_script;
+    struct shard_script gw_scripts[GW_SCRIPTS]; /* gateway leases and drains (gateway_scripts.c) */
+    struct lease_watch *lease_watch;     /* shard 0: the lapsed-lease watcher (lease_watch.c); else NULL */
+    struct gw_marks *gw_marks;           /* cluster: gateway slot bits known set (gateways.c); lazily made */
+    uint32_t drains_running;             /* gateway drains in progress (drain.c) */
+    bool drains_stopping;                /* stopping: drains end after their step in flight (drain.c) */
+    struct route_cache *near;            /* the near cache (route_cache.c); NULL: [route] near_cache = 0 */
     struct pr_request *retry_head;       /* Deliver publishes waiting for their retry, by due time */
     struct pr_request *retry_tail;
     ev_timer retry_timer;                /* due time of retry_head */
@@ -91,6 +106,9 @@ static inline struct pr_request *shard_take_answer(struct shard *s)
 
 /* Shard thread: the request is answered; give it back to the acceptor. */
 void shard_answer(struct shard *s, struct pr_request *req);
+/* Shard thread, stopping: close the Redis links and leave the loop, once the drains are quiet
+ * (drain_quiesce). */
+void shard_stop_finish(struct shard *s);
 
 /* What metrics and Stats may know of a shard, as plain values: they read it only through
  * shard_stats_read/shard_stats_sum (memcached's threadlocal_stats_aggregate), never the
@@ -104,6 +122,10 @@ struct shard_stats {
     uint64_t delivered;       /* Deliver publishes that reached a subscriber */
     uint64_t undelivered;     /* Deliver publishes with no subscriber */
     uint64_t deliver_retries; /* publish attempts after the first */
+    uint64_t drains[2];       /* gateway drains finished: [0] DrainGateway, [1] lapsed leases */
+    uint64_t drained_sessions; /* sessions gateway drains ended */
+    uint64_t nc_hits, nc_misses, nc_invalidations, nc_flushes; /* near cache (shard_counters) */
+    uint64_t nc_entries, nc_tracked;                           /* ... gauges */
     struct {
         uint64_t up;          /* connections up (1 or 0 for one shard; on a cluster, one per master) */
         uint64_t all_up;      /* 1 when every slot's master is connected (standalone: = up) */

@@ -9,8 +9,10 @@
 #include "core/config.h"
 #include "presence.pb-c.h"
 #include "shards/handlers.h"
+#include "shards/gateways.h"
 #include "shards/handlers_common.h"
 #include "shards/redis_result.h"
+#include "shards/route_cache.h"
 #include "shards/shard.h"
 
 #define ROUTE_CHANNEL "presence:route"
@@ -194,6 +196,8 @@ void handlers_cache_setup(struct redis_link *link)
     struct shard_script *all[] = {&s->bind_script, &s->unbind_script, &s->heartbeat_script};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         link_command(link, on_script_loaded, all[i], "SCRIPT LOAD %s", all[i]->body);
+    for (int i = 0; i < GW_SCRIPTS; i++) /* gateway leases and drains (gateways.c) */
+        link_command(link, on_script_loaded, &s->gw_scripts[i], "SCRIPT LOAD %s", s->gw_scripts[i].body);
 }
 
 static void on_script_result(struct redis_link *link, enum link_status status, redisReply *reply, void *priv);
@@ -212,7 +216,7 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
     const struct presence_conf *c = s->conf;
     struct shard_script *sc = script_of(s, req->method);
     bool eval = by_body || sc->sha[0] == '\0';
-    int argc = req->method == PR_METHOD_BIND ? 6 : req->method == PR_METHOD_UNBIND ? 4 : 5;
+    int argc = (req->method == PR_METHOD_BIND ? 6 : req->method == PR_METHOD_UNBIND ? 4 : 5) + 2;
     req->attempts++;
     resp_start(&s->resp, 6 + argc);
     resp_arg_str(&s->resp, eval ? "EVAL" : "EVALSHA");
@@ -232,13 +236,20 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
         resp_arg_id(&s->resp, "", c->status_ttl, "", NULL, 0);
     if (req->method == PR_METHOD_BIND)
         resp_arg_str(&s->resp, policies[c->login_policy]);
-    return send_built(s, &s->cache, on_script_result, req);
+    gateways_arg_index(s, req); /* the gateway session indexes the script keeps (contract §8) */
+    int rc = send_built(s, &s->cache, on_script_result, req);
+    if (rc == 0 && req->method == PR_METHOD_BIND && req->attempts == 1)
+        gateways_mark_slot(s, req); /* cluster: where a drain will look for the session */
+    return rc;
 }
 
 static void start_script(struct shard *s, struct pr_request *req, bool by_body)
 {
-    if (run_script(s, req, by_body) < 0)
-        answer_not_sent(s, req, "cache");
+    if (run_script(s, req, by_body) < 0) {
+        take_result(req, "cache", LINK_NOT_SENT, NULL);
+        if (!gateways_mark_pending(req, NULL)) /* else the slot bit's answer answers it */
+            shard_answer(s, req);
+    }
 }
 
 /* A number Lua sent as a string or an integer. */
@@ -261,7 +272,9 @@ static bool reply_int(const redisReply *r, int64_t *out)
 /* Bind's {epoch, {device, gateway, platform, epoch, last_seen_ms, ...}}. */
 static bool take_bind(struct pr_request *req, const redisReply *r)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !reply_int(r->element[0], &req->epoch) ||
+    /* A third element: the gateway's index was not written (gateways_index_fallback). */
+    if (r->type != REDIS_REPLY_ARRAY || (r->elements != 2 && r->elements != 3) ||
+        !reply_int(r->element[0], &req->epoch) ||
         r->element[1]->type != REDIS_REPLY_ARRAY || r->element[1]->elements % 5 != 0)
         return false;
     const redisReply *d = r->element[1];
@@ -293,7 +306,8 @@ static bool take_bind(struct pr_request *req, const redisReply *r)
 static bool take_change(struct pr_request *req, const redisReply *r)
 {
     int64_t changed, what;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !reply_int(r->element[0], &changed) ||
+    /* A fourth element: as take_bind's third. */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || !reply_int(r->element[0], &changed) ||
         !reply_int(r->element[1], &what) || r->element[2]->type != REDIS_REPLY_STRING)
         return false;
     req->flag = changed == 1;
@@ -318,7 +332,16 @@ static void on_script_result(struct redis_link *link, enum link_status status, r
         bool ok = req->method == PR_METHOD_BIND ? take_bind(req, reply) : take_change(req, reply);
         if (!ok && req->code == MPIM__CODE__OK)
             request_set_result(req, MPIM__CODE__INTERNAL, "unexpected reply from the cache redis script");
+        else if (ok)
+            gateways_index_fallback(s, req, reply); /* a slot being migrated kept the script from it */
     }
+    if (gateways_mark_pending(req, link))
+        return; /* its slot bit or index fallback is still out: the last answer calls writes_done */
+    write_done(s, req, link);
+}
+
+void writes_done(struct shard *s, struct pr_request *req, struct redis_link *link)
+{
     write_done(s, req, link);
 }
 
@@ -331,10 +354,12 @@ void writes_bind(struct shard *s, struct pr_request *req)
     req->route = req->route_inline;
     req->route_len = (size_t)n;
     req->notice = NOTICE_ROUTE;
+    route_cache_invalidate(s, req->user_id); /* near cache: also cancels a read racing the write */
     start_script(s, req, false);
 }
 
 void writes_unbind_or_heartbeat(struct shard *s, struct pr_request *req)
 {
+    route_cache_invalidate(s, req->user_id); /* near cache: also cancels a read racing the write */
     start_script(s, req, false);
 }

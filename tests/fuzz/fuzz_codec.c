@@ -92,6 +92,20 @@ static void check_response(const struct pr_request *req, const uint8_t *body, si
         mpim__batch_deliver_resp__free_unpacked(r, NULL);
         break;
     }
+    case PR_METHOD_GATEWAY_HEARTBEAT: {
+        Mpim__GatewayHeartbeatResp *r = mpim__gateway_heartbeat_resp__unpack(NULL, len, body);
+        CHECK(r != NULL && r->result != NULL);
+        CHECK(r->expires_ms == (req->args != NULL ? req->count : 0));
+        mpim__gateway_heartbeat_resp__free_unpacked(r, NULL);
+        break;
+    }
+    case PR_METHOD_DRAIN_GATEWAY: {
+        Mpim__DrainGatewayResp *r = mpim__drain_gateway_resp__unpack(NULL, len, body);
+        CHECK(r != NULL && r->result != NULL);
+        CHECK(r->sessions_removed == (req->args != NULL ? req->count : 0));
+        mpim__drain_gateway_resp__free_unpacked(r, NULL);
+        break;
+    }
     case PR_METHOD_STATS: {
         Mpim__StatsResp *r = mpim__stats_resp__unpack(NULL, len, body);
         CHECK(r != NULL && r->result != NULL);
@@ -128,7 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct pr_request req;
         memset(&req, 0, sizeof(req));
         req.method = (uint8_t)m;
-        bool gw = m == PR_METHOD_BIND || m == PR_METHOD_UNBIND || m == PR_METHOD_HEARTBEAT;
+        bool gateway_call = m == PR_METHOD_GATEWAY_HEARTBEAT || m == PR_METHOD_DRAIN_GATEWAY; /* §8: no user */
+        bool gw = m == PR_METHOD_BIND || m == PR_METHOD_UNBIND || m == PR_METHOD_HEARTBEAT || gateway_call;
         int rc = codec_decode_request(&req, args, len, max_msg, DIALECT_SEED);
         if (rc == 0 && m == PR_METHOD_STATS) {
             /* Stats names no user: nothing to validate; the acceptor packs the answer. */
@@ -157,6 +172,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(m == PR_METHOD_BATCH_QUERY || req.message.len <= max_msg);
             req.timestamp = (int64_t)len * 7 + 1;
             request_set_result(&req, knobs % 6, NULL);
+        } else if (rc == 0 && gateway_call) {
+            CHECK(req.args != NULL);
+            CHECK(req.gateway.len >= 1 && req.gateway.len <= 255);
+            for (size_t i = 0; i < req.gateway.len; i++)
+                CHECK(req.gateway.data[i] >= 0x20 && req.gateway.data[i] < 0x7f);
+            CHECK(m == PR_METHOD_DRAIN_GATEWAY || (req.lease_ms >= 1000 && req.lease_ms <= 600000));
+            req.count = (int64_t)len * 1000003 - (int64_t)knobs; /* expires_ms / sessions_removed */
+            request_set_result(&req, knobs % 6, (knobs & 0x20) ? "answer" : NULL);
         } else if (rc == 0) {
             CHECK(req.args != NULL);
             CHECK(req.code == MPIM__CODE__OK);
@@ -195,6 +218,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 /* Validation: the message names the field (contract §3). */
                 CHECK(strstr(req.msg, "user_id") != NULL || (gw && strstr(req.msg, "gateway_addr") != NULL) ||
                       strstr(req.msg, "device_id") != NULL || strstr(req.msg, "platform") != NULL ||
+                      (m == PR_METHOD_GATEWAY_HEARTBEAT && strstr(req.msg, "lease_ms") != NULL) ||
                       ((m == PR_METHOD_DELIVER || m == PR_METHOD_BATCH_DELIVER) && strstr(req.msg, "message") != NULL));
             }
         }

@@ -87,6 +87,13 @@ static void serve(const struct frame_request *fr, size_t max_msg, uint8_t answer
             CHECK(req.args != NULL);
             CHECK(m == PR_METHOD_BATCH_QUERY || req.message.len <= max_msg);
             request_set_result(&req, MPIM__CODE__OK, NULL);
+        } else if (m == PR_METHOD_GATEWAY_HEARTBEAT || m == PR_METHOD_DRAIN_GATEWAY) {
+            /* §8: a gateway, no user; run on the gateway's shard. */
+            CHECK(req.args != NULL);
+            CHECK(codec_check_gateway(req.gateway.data, req.gateway.len) == NULL);
+            CHECK(m == PR_METHOD_DRAIN_GATEWAY || (req.lease_ms >= 1000 && req.lease_ms <= 600000));
+            req.count = answer;
+            request_set_result(&req, MPIM__CODE__OK, NULL);
         } else {
             CHECK(req.args != NULL);
             CHECK(req.user_id > 0);

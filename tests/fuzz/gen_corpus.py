@@ -50,6 +50,11 @@ def args_for(method, uid, gw=b"10.0.0.1:9000", msg=b"hello", mtype=b"text"):
     return field_varint(1, uid) + field_bytes(2, gw)  # UnbindRoute, Heartbeat
 
 
+def gateway_args(gw=b"gw-1:7000", lease_ms=0):
+    """GatewayHeartbeatReq (with lease_ms) or DrainGatewayReq: a gateway, no user (contract §8)."""
+    return field_bytes(1, gw) + field_varint(2, lease_ms)
+
+
 def header(service, method, args_size):
     return field_bytes(1, service) + field_bytes(2, method) + field_varint(3, args_size)
 
@@ -98,6 +103,13 @@ def main():
     write("codec", "message-binary", bytes([0x28, 0x10]) + args_for("Deliver", 3,
                                                                        msg=bytes(range(64))))
     write("codec", "unknown-field", bytes([0x00, 0x01]) + args_for("QueryRoute", 3) + b"\x7a\x02zz")
+
+    # Gateway leases and drains (contract §8)
+    write("frame", "ok-GatewayHeartbeat", ctl + frame("GatewayHeartbeat", gateway_args(lease_ms=5000)))
+    write("frame", "ok-DrainGateway", ctl + frame("DrainGateway", gateway_args()))
+    write("codec", "ok-GatewayHeartbeat", bytes([0x08, 0xFF]) + gateway_args(lease_ms=1000))
+    write("codec", "ok-DrainGateway", bytes([0x08, 0xFF]) + gateway_args())
+    write("codec", "lease-too-short", bytes([0x00, 0xFF]) + gateway_args(lease_ms=999))
 
 
 if __name__ == "__main__":

@@ -230,3 +230,57 @@ IT(cli, binary_and_quoted_values_print_on_one_line)
         cr_assert(isprint((unsigned char)*p), "unprintable byte 0x%02x in '%s'", (unsigned char)*p, r.out);
     cli_free(&r);
 }
+
+/* Contract §8: gateway-heartbeat GW MS prints the lease's end; drain GW the sessions it removed. */
+IT(cli, gateway_heartbeat_prints_expires_ms_and_drain_sessions_removed)
+{
+    long long t0 = it_now_ms();
+    struct cli_result r = cli("gateway-heartbeat", "gw-1:7000", "5000", NULL);
+    expect_exit(&r, 0);
+    static const char want[] = "OK expires_ms=";
+    cr_assert(strncmp(r.out, want, strlen(want)) == 0, "stdout '%s'", r.out);
+    char *end;
+    long long expires = strtoll(r.out + strlen(want), &end, 10);
+    cr_assert(strcmp(end, "\n") == 0, "stdout '%s'", r.out);
+    cr_assert(expires >= t0 + 5000 && expires <= it_now_ms() + 5000, "expires_ms %lld is not 5 s from now", expires);
+    cli_free(&r);
+
+    r = cli("gateway-heartbeat", "gw-1:7000", "999", NULL);
+    expect_exit(&r, 1);
+    cr_assert(strncmp(r.out, "INVALID msg=\"", 13) == 0 && strstr(r.out, "lease_ms") != NULL, "stdout '%s'", r.out);
+    cli_free(&r);
+    r = cli("drain", "", NULL, NULL);
+    expect_exit(&r, 1);
+    cr_assert(strstr(r.out, "gateway_addr") != NULL, "stdout '%s'", r.out);
+    cli_free(&r);
+
+    r = cli("drain", "gw-1:7000", NULL, NULL);
+    expect_exit(&r, 0);
+    expect_line(&r, "OK sessions_removed=0");
+    cli_free(&r);
+    r = cli("bind", "42", "gw-1:7000", NULL);
+    cli_free(&r);
+    r = cli("bind", "43", "gw-1:7000", NULL);
+    cli_free(&r);
+    r = cli("drain", "gw-1:7000", NULL, NULL);
+    expect_exit(&r, 0);
+    expect_line(&r, "OK sessions_removed=2");
+    cli_free(&r);
+    r = cli("query", "42", NULL, NULL);
+    expect_line(&r, "NOT_FOUND online=no");
+    cli_free(&r);
+
+    static const char *const usage_cases[][4] = {
+        {"drain", NULL, NULL, NULL},                        /* no gateway */
+        {"drain", "gw", "x", NULL},                         /* too many */
+        {"gateway-heartbeat", "gw", NULL, NULL},            /* no MS */
+        {"gateway-heartbeat", "gw", "soon", NULL},          /* not a number */
+        {"gateway-heartbeat", "gw", "99999999999", NULL},   /* not an int32 */
+    };
+    for (size_t i = 0; i < sizeof(usage_cases) / sizeof(usage_cases[0]); i++) {
+        r = cli(usage_cases[i][0], usage_cases[i][1], usage_cases[i][2], usage_cases[i][3]);
+        expect_exit(&r, 2);
+        cr_assert_str_eq(r.out, "", "case %zu: stdout '%s' on a usage error", i, r.out);
+        cli_free(&r);
+    }
+}

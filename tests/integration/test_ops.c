@@ -336,7 +336,8 @@ IT(ops, metrics_counts_a_known_workload_exactly)
         {"BindRoute", "OK", 3},         {"BindRoute", "INVALID", 1},  {"QueryRoute", "OK", 3},
         {"QueryRoute", "NOT_FOUND", 2}, {"QueryRoute", "INVALID", 1}, {"Deliver", "OK", 2},
         {"UnbindRoute", "OK", 0},       {"Heartbeat", "OK", 0},       {"Stats", "OK", 0},
-        {"BatchQueryRoute", "OK", 0},   {"BatchDeliver", "OK", 0},    {"unknown", "INVALID", 1},
+        {"BatchQueryRoute", "OK", 0},   {"BatchDeliver", "OK", 0},    {"GatewayHeartbeat", "OK", 0},
+        {"DrainGateway", "OK", 0},      {"unknown", "INVALID", 1},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         requests_series(s, sizeof(s), want[i].method, want[i].code);
@@ -462,7 +463,7 @@ IT(ops, stats_rpc_returns_the_series_metrics_shows)
                          shown);
         requests += strncmp(name, "impresence_requests_total{", 26) == 0;
     }
-    cr_assert_eq(requests, 12, "Stats has %d requests_total series", requests); /* as metrics_counts_... */
+    cr_assert_eq(requests, 14, "Stats has %d requests_total series", requests); /* as metrics_counts_... */
     it_free(r);
     /* Now the Stats request is counted, in both views. */
     r = stats_rpc(c);

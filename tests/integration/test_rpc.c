@@ -90,8 +90,9 @@ IT(rpc, bind_writes_route_and_status_with_their_ttls)
     expect_ttl_near("user:route:42", ROUTE_TTL);
     expect_ttl_near("user:status:42", STATUS_TTL);
     /* Routes live in the cache database (0), not the queue's (1): route, status and the user's
-     * sessions hash (contract §6). */
-    cr_assert_eq(it_rdbsize(R(), 0), 3);
+     * sessions hash (contract §6), and the gateway's session index (§8). */
+    cr_assert_eq(it_rdbsize(R(), 0), 4);
+    cr_assert(it_rexists(R(), 0, "gateway:sessions:gw-1:7000"));
     cr_assert_eq(it_rdbsize(R(), 1), 0);
     pc_close(c);
 }

@@ -378,7 +378,8 @@ IT(sessions, two_then_three_devices_online_at_once_listed_highest_epoch_first)
     expect_query(c, U, "gw-c:1", LIST(&tablet, &laptop, &phone));
     expect_value(key("route", U), "gw-c:1");
     expect_hash(U, LIST(&phone, &laptop, &tablet));
-    cr_assert_eq(it_rdbsize(R(), 0), 3, "route, status and sessions of one user");
+    /* route, status and sessions of one user, and each gateway's session index (contract §8) */
+    cr_assert_eq(it_rdbsize(R(), 0), 3 + 3, "route, status and sessions of one user, 3 gateway indexes");
 
     /* A heartbeat of the oldest updates its last_seen_ms only: order and route unchanged. */
     heartbeat_rec(c, U, &phone);

@@ -136,7 +136,8 @@ IT(validation, bad_gateways_are_invalid_and_leave_the_route_untouched)
     cr_assert(it_rexists(FX.cache.port, 0, "user:status:77"));
     cr_assert_leq(it_rttl(FX.cache.port, 0, "user:route:77"), 1000, "an invalid heartbeat renewed");
     cr_assert_leq(it_rttl(FX.cache.port, 0, "user:status:77"), 900, "an invalid heartbeat renewed");
-    cr_assert_eq(it_rdbsize_all(FX.cache.port), 3, "route, status and sessions of user 77 only");
+    cr_assert_eq(it_rdbsize_all(FX.cache.port), 4, "route, status and sessions of user 77 only, and its "
+                                                   "gateway's session index");
     it_sub_expect_nothing(s, "presence:route");
     it_sub_close(s);
     pc_close(c);

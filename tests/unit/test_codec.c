@@ -15,10 +15,11 @@
 
 #define MAX_MSG (256u << 10)
 
-_Static_assert(PR_METHOD_COUNT == 8, "a method was added: update method_names and these tests");
+_Static_assert(PR_METHOD_COUNT == 10, "a method was added: update method_names and these tests");
 static const char *const method_names[PR_METHOD_COUNT] = {"BindRoute",   "QueryRoute", "Deliver",
                                                           "UnbindRoute", "Heartbeat",  "Stats",
-                                                          "BatchQueryRoute", "BatchDeliver"};
+                                                          "BatchQueryRoute", "BatchDeliver",
+                                                          "GatewayHeartbeat", "DrainGateway"};
 
 /* The methods that name a user (and are validated); Stats names none. */
 static const int user_methods[] = {PR_METHOD_BIND, PR_METHOD_QUERY, PR_METHOD_DELIVER, PR_METHOD_UNBIND,
@@ -885,6 +886,111 @@ Test(codec, mpim_dialect_takes_the_deliver_payload_from_field_3)
     req.method = PR_METHOD_DELIVER;
     cr_assert_eq(codec_decode_request(&req, args, sizeof(args), MAX_MSG, DIALECT_SEED), 0, "%s", req.msg);
     cr_assert_eq(req.message.len, 1, "seed: field 2");
+    request_reset(&req);
+    expect_no_leaks();
+}
+
+/* ---- §8: GatewayHeartbeat and DrainGateway name a gateway, no user ---- */
+
+static bool bytes_is(ProtobufCBinaryData b, const char *s)
+{
+    return b.len == strlen(s) && memcmp(b.data, s, b.len) == 0;
+}
+
+/* Decode a GatewayHeartbeatReq (or, lease_ms < 0, a DrainGatewayReq) of gw. */
+static int decode_gateway_call(struct pr_request *req, const void *gw, size_t gw_len, int32_t lease_ms)
+{
+    Mpim__GatewayHeartbeatReq hb = MPIM__GATEWAY_HEARTBEAT_REQ__INIT;
+    Mpim__DrainGatewayReq dr = MPIM__DRAIN_GATEWAY_REQ__INIT;
+    hb.gateway_addr = dr.gateway_addr = (ProtobufCBinaryData){gw_len, (uint8_t *)gw};
+    hb.lease_ms = lease_ms;
+    const ProtobufCMessage *m = lease_ms >= 0 ? &hb.base : &dr.base;
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    cr_assert_not_null(buf);
+    protobuf_c_message_pack(m, buf);
+    req_init(req, lease_ms >= 0 ? PR_METHOD_GATEWAY_HEARTBEAT : PR_METHOD_DRAIN_GATEWAY);
+    int rc = codec_decode_request(req, buf, len, MAX_MSG, DIALECT_SEED);
+    memset(buf, 0xee, len);
+    free(buf);
+    return rc;
+}
+
+Test(codec, gateway_calls_decode_without_a_user)
+{
+    struct pr_request req;
+    cr_assert_eq(decode_gateway_call(&req, "gw-1:7000", 9, 1000), 0, "%s", req.msg);
+    cr_assert(bytes_is(req.gateway, "gw-1:7000"));
+    cr_assert_eq(req.lease_ms, 1000);
+    cr_assert_eq(req.user_id, 0);
+    request_reset(&req);
+    cr_assert_eq(decode_gateway_call(&req, "gw-1:7000", 9, 600000), 0, "%s", req.msg);
+    request_reset(&req);
+    cr_assert_eq(decode_gateway_call(&req, "g", 1, -1), 0, "%s", req.msg);
+    cr_assert_eq(req.method, PR_METHOD_DRAIN_GATEWAY);
+    cr_assert(bytes_is(req.gateway, "g"));
+    request_reset(&req);
+    expect_no_leaks();
+}
+
+Test(codec, gateway_calls_invalid_lease_and_gateway_name_the_field)
+{
+    const int32_t bad_leases[] = {0, 999, 600001, INT32_MAX};
+    for (size_t i = 0; i < sizeof(bad_leases) / sizeof(bad_leases[0]); i++) {
+        struct pr_request req;
+        cr_assert_eq(decode_gateway_call(&req, "gw", 2, bad_leases[i]), -1, "lease_ms %d", bad_leases[i]);
+        cr_assert_eq(req.code, MPIM__CODE__INVALID);
+        cr_assert_not_null(strstr(req.msg, "lease_ms"), "msg '%s'", req.msg);
+        request_reset(&req);
+    }
+    char long_gw[256];
+    memset(long_gw, 'g', sizeof(long_gw));
+    const struct {
+        const char *gw;
+        size_t len;
+    } bad_gws[] = {{"", 0}, {"gw\x01", 3}, {"gw\x7f", 3}, {long_gw, 256}, {"g\0w", 3}};
+    for (int32_t lease = -1; lease <= 1000; lease += 1001) {
+        for (size_t i = 0; i < sizeof(bad_gws) / sizeof(bad_gws[0]); i++) {
+            struct pr_request req;
+            cr_assert_eq(decode_gateway_call(&req, bad_gws[i].gw, bad_gws[i].len, lease), -1, "case %zu", i);
+            cr_assert_eq(req.code, MPIM__CODE__INVALID);
+            cr_assert_not_null(strstr(req.msg, "gateway_addr"), "msg '%s'", req.msg);
+            request_reset(&req);
+        }
+    }
+    struct pr_request req;
+    cr_assert_eq(decode_gateway_call(&req, long_gw, 255, 5000), 0, "255 bytes is the limit");
+    request_reset(&req);
+    expect_no_leaks();
+}
+
+Test(codec, gateway_calls_encode_their_numbers)
+{
+    struct pr_request req;
+    cr_assert_eq(decode_gateway_call(&req, "gw", 2, 5000), 0);
+    request_set_result(&req, MPIM__CODE__OK, NULL);
+    req.count = 1764460000123;
+    uint8_t *frame;
+    size_t len;
+    const uint8_t *body = encode(&req, &frame, &len);
+    Mpim__GatewayHeartbeatResp *h = mpim__gateway_heartbeat_resp__unpack(NULL, len, body);
+    cr_assert_not_null(h);
+    cr_assert_eq(h->result->code, MPIM__CODE__OK);
+    cr_assert_eq(h->expires_ms, 1764460000123);
+    mpim__gateway_heartbeat_resp__free_unpacked(h, NULL);
+    free(frame);
+    request_reset(&req);
+
+    cr_assert_eq(decode_gateway_call(&req, "gw", 2, -1), 0);
+    request_set_result(&req, MPIM__CODE__OK, "3 route notices not published");
+    req.count = 100000;
+    body = encode(&req, &frame, &len);
+    Mpim__DrainGatewayResp *d = mpim__drain_gateway_resp__unpack(NULL, len, body);
+    cr_assert_not_null(d);
+    cr_assert_eq(d->sessions_removed, 100000);
+    cr_assert_str_eq(d->result->msg, "3 route notices not published");
+    mpim__drain_gateway_resp__free_unpacked(d, NULL);
+    free(frame);
     request_reset(&req);
     expect_no_leaks();
 }

@@ -115,6 +115,14 @@ static const char *const families[] = {
     "impresence_route_lookups_total",
     "impresence_deliveries_total",
     "impresence_deliver_retries_total",
+    "impresence_gateway_drains_total",
+    "impresence_gateway_drained_sessions_total",
+    "impresence_near_cache_hits_total",
+    "impresence_near_cache_misses_total",
+    "impresence_near_cache_invalidations_total",
+    "impresence_near_cache_flushes_total",
+    "impresence_near_cache_entries",
+    "impresence_near_cache_tracked",
     "impresence_redis_errors_total",
     "impresence_redis_reconnects_total",
     "impresence_redis_connections_up",
@@ -158,8 +166,12 @@ static void assert_family_order(void)
 /* One OK series per method, each method's 17 buckets + sum + count, 5 routing, 10 Redis, 10 Redis
  * Cluster (2 roles x (2 redirect kinds + retries + refreshes + masters)), 2 x 2 per shard, 8
  * connection series, the shard count and the ZooKeeper registration gauge. */
-_Static_assert(PR_METHOD_COUNT == 8, "a method was added: check its series below");
-#define ZERO_STATE_SAMPLES (PR_METHOD_COUNT + PR_METHOD_COUNT * 19 + 5 + 10 + 10 + 2 * NSHARDS + 8 + 1 + 1)
+_Static_assert(PR_METHOD_COUNT == 10, "a method was added: check its series below");
+#define GATEWAY_DRAIN_SAMPLES 3 /* drains by how (manual, lease), drained sessions */
+#define NEAR_CACHE_SAMPLES 6    /* hits, misses, invalidations, flushes, entries, tracked */
+#define ZERO_STATE_SAMPLES                                                                                   \
+    (PR_METHOD_COUNT + PR_METHOD_COUNT * 19 + 5 + GATEWAY_DRAIN_SAMPLES + NEAR_CACHE_SAMPLES + 10 + 10 +   \
+     2 * NSHARDS + 8 + 1 + 1)
 
 Test(collect, zero_state_series)
 {
@@ -218,6 +230,21 @@ Test(collect, sums_shards_and_acceptor)
     counter_add(&shards[1].counters.delivered, 5);
     counter_add(&shards[0].counters.undelivered, 6);
     counter_add(&shards[1].counters.deliver_retries, 7);
+    counter_add(&shards[0].counters.requests[PR_METHOD_DRAIN_GATEWAY][MPIM__CODE__OK], 1);
+    counter_add(&shards[0].counters.drains[0], 2);
+    counter_add(&shards[1].counters.drains[0], 1);
+    counter_add(&shards[0].counters.drains[1], 4);
+    counter_add(&shards[0].counters.drained_sessions, 100);
+    counter_add(&shards[1].counters.drained_sessions, 23);
+    counter_add(&shards[0].counters.nc_hits, 30);
+    counter_add(&shards[1].counters.nc_hits, 12);
+    counter_add(&shards[1].counters.nc_misses, 8);
+    counter_add(&shards[0].counters.nc_invalidations, 6);
+    counter_add(&shards[1].counters.nc_flushes, 2);
+    counter_set(&shards[0].counters.nc_entries, 100);
+    counter_set(&shards[1].counters.nc_entries, 50);
+    counter_set(&shards[0].counters.nc_tracked, 1);
+    counter_set(&shards[1].counters.nc_tracked, 1);
     counter_set(&shards[0].cache.single.own.up, 1);
     counter_set(&shards[1].cache.single.own.up, 1);
     counter_set(&shards[0].queue.single.own.up, 1);
@@ -255,6 +282,7 @@ Test(collect, sums_shards_and_acceptor)
         {"method=\"Heartbeat\",code=\"OK\"", 0},        {"method=\"Stats\",code=\"OK\"", 1},
         {"method=\"BatchQueryRoute\",code=\"OK\"", 3}, {"method=\"BatchDeliver\",code=\"OK\"", 0},
         {"method=\"BatchDeliver\",code=\"INVALID\"", 1},
+        {"method=\"GatewayHeartbeat\",code=\"OK\"", 0}, {"method=\"DrainGateway\",code=\"OK\"", 1},
         {"method=\"unknown\",code=\"INVALID\"", 5},
     };
     size_t nwant = sizeof(want) / sizeof(want[0]);
@@ -271,6 +299,15 @@ Test(collect, sums_shards_and_acceptor)
     cr_assert_eq(value_of("impresence_deliveries_total", "result=\"delivered\""), 5);
     cr_assert_eq(value_of("impresence_deliveries_total", "result=\"no_subscriber\""), 6);
     cr_assert_eq(value_of("impresence_deliver_retries_total", ""), 7);
+    cr_assert_eq(value_of("impresence_gateway_drains_total", "how=\"manual\""), 3);
+    cr_assert_eq(value_of("impresence_gateway_drains_total", "how=\"lease\""), 4);
+    cr_assert_eq(value_of("impresence_gateway_drained_sessions_total", ""), 123);
+    cr_assert_eq(value_of("impresence_near_cache_hits_total", ""), 42);
+    cr_assert_eq(value_of("impresence_near_cache_misses_total", ""), 8);
+    cr_assert_eq(value_of("impresence_near_cache_invalidations_total", ""), 6);
+    cr_assert_eq(value_of("impresence_near_cache_flushes_total", ""), 2);
+    cr_assert_eq(value_of("impresence_near_cache_entries", ""), 150);
+    cr_assert_eq(value_of("impresence_near_cache_tracked", ""), 2);
     cr_assert_eq(value_of("impresence_redis_errors_total", "role=\"cache\""), 5);
     cr_assert_eq(value_of("impresence_redis_errors_total", "role=\"queue\""), 10);
     cr_assert_eq(value_of("impresence_redis_reconnects_total", "role=\"cache\""), 1);

@@ -31,7 +31,8 @@ Test(request, method_names)
 {
     static const char *const want[PR_METHOD_COUNT] = {"BindRoute",   "QueryRoute", "Deliver",
                                                       "UnbindRoute", "Heartbeat",  "Stats",
-                                                      "BatchQueryRoute", "BatchDeliver"};
+                                                      "BatchQueryRoute", "BatchDeliver", "GatewayHeartbeat",
+                                                      "DrainGateway"};
     for (int m = 0; m < PR_METHOD_COUNT; m++)
         cr_assert_str_eq(request_method_name(m), want[m], "method %d", m);
     cr_assert_str_eq(request_method_name(-1), "?");
