@@ -163,20 +163,6 @@ cl_row() { # workload redis(standalone|cluster) c P reference-key ("" for a refe
         "$M_PCPU | $cr | $M_RCPU | $M_OUT |"
 }
 
-# GET /metrics of an instance, without curl.
-scrape() { # port
-    (
-        exec 3<>"/dev/tcp/127.0.0.1/$1"
-        printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
-        timeout 5 cat <&3
-    ) 2>/dev/null | tr -d '\r'
-}
-
-# One sample of a scraped text: the value of the line that starts with name{labels}.
-sample() { # text name-with-labels
-    awk -v k="$2" '$1 == k {v = $2} END {printf "%s", (v == "" ? "?" : v)}' <<<"$1"
-}
-
 router_rows() { # label metrics-port
     local text r
     text=$(scrape "$2")

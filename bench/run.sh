@@ -3,12 +3,17 @@
 # print a markdown comparison with redis-benchmark on the same machine.
 #
 #   bench/run.sh [--quick] [--cluster | --cluster-only] [--batch | --batch-only]
+#                [--near-cache | --near-cache-only] [--drain | --drain-only]
 #
 #   --quick          ~1 s per row (a smoke test, < 1 min); default ~5 s per row (< ~5 min on 2 cores)
 #   --cluster        then also a 3-master Redis Cluster against one Redis (bench/cluster.sh)
 #   --cluster-only   only that section (~1.5 min with --quick, ~6 min without)
 #   --batch          then also batch calls against single calls, server CPU per user (bench/batch.sh)
 #   --batch-only     only that section (~10 s with --quick, ~30 s without)
+#   --near-cache     then also the near cache against Redis's GET and against no cache (bench/near_cache.sh)
+#   --near-cache-only  only that section (~30 s with --quick, ~2 min without)
+#   --drain          then also the drain of 100,000 sessions of one gateway, and other queries meanwhile (bench/drain.sh)
+#   --drain-only     only that section (~15 s; 10,000 sessions with --quick)
 #
 # Environment: BENCH_THREADS (im-presence-bench threads; default 1, like redis-benchmark),
 # BENCH_SHARDS (im-presence shards for the per-method rows; default 4), BENCH_USERS,
@@ -19,7 +24,7 @@
 set -euo pipefail
 
 QUICK=0 CLUSTER=0
-BATCH=0
+BATCH=0 NEAR=0 DRAIN=0
 for arg in "$@"; do
     case "$arg" in
     --quick) QUICK=1 ;;
@@ -27,8 +32,12 @@ for arg in "$@"; do
     --cluster-only) CLUSTER=only ;;
     --batch) BATCH=1 ;;
     --batch-only) BATCH=only ;;
+    --near-cache) NEAR=1 ;;
+    --near-cache-only) NEAR=only ;;
+    --drain) DRAIN=1 ;;
+    --drain-only) DRAIN=only ;;
     -h | --help)
-        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -132,7 +141,7 @@ mem_mib() { awk -v k="$2:" '$1 == k {printf "%.1f", $2 / 1024}' "/proc/$1/status
 log "building Release in $BUILD (log: $TMP/build.log)"
 cfg=(-S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPRESENCE_ASAN=OFF -DPRESENCE_TSAN=OFF)
 [[ -f $BUILD/CMakeCache.txt ]] || cfg+=(-DPRESENCE_TESTS=OFF)
-if ! { cmake "${cfg[@]}" && cmake --build "$BUILD" -j"$(nproc)" --target im-presence im-presence-bench im-presence-batch-bench; } \
+if ! { cmake "${cfg[@]}" && cmake --build "$BUILD" -j"$(nproc)" --target im-presence im-presence-bench im-presence-batch-bench im-presence-drain-bench; } \
     >"$TMP/build.log" 2>&1; then
     tail -n 40 "$TMP/build.log" >&2
     die "build failed"
@@ -166,7 +175,8 @@ start_redis() {
 # --- im-presence ----------------------------------------------------------------------------
 # Optional, set for one call (bench/cluster.sh): PRES_NAME names the ini and log files (default
 # presence), PRES_REDIS_INI replaces the two standalone Redis sections, PRES_METRICS=1 opens the
-# metrics listener on a free port (PRES_METRICS_PORT).
+# metrics listener on a free port (PRES_METRICS_PORT), PRES_ROUTE_EXTRA adds lines to [route]
+# (bench/near_cache.sh: near_cache = N).
 start_presence() { # shards
     local shards=$1 port pid name=${PRES_NAME:-presence} mport=0
     local redis_ini=${PRES_REDIS_INI:-"[redis_cache]
@@ -194,6 +204,7 @@ log_level = warn
 [route]
 route_ttl = 3600
 status_ttl = 3600
+${PRES_ROUTE_EXTRA:-}
 
 $redis_ini
 
@@ -217,6 +228,20 @@ EOF
     done
     tail -n 20 "$TMP/$name.log" >&2
     die "im-presence did not start"
+}
+
+# GET /metrics of an instance (PRES_METRICS=1), without curl.
+scrape() { # port
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1"
+        printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+        timeout 5 cat <&3
+    ) 2>/dev/null | tr -d '\r'
+}
+
+# One sample of a scraped text: the value of the line that starts with name{labels}.
+sample() { # text name-with-labels
+    awk -v k="$2" '$1 == k {v = $2} END {printf "%s", (v == "" ? "?" : v)}' <<<"$1"
 }
 
 # --- measurements ---------------------------------------------------------------------------
@@ -316,6 +341,24 @@ if [[ $BATCH != 0 ]]; then
 fi
 if [[ $BATCH == only ]]; then
     batch_section
+    log "done"
+    exit 0
+fi
+if [[ $NEAR != 0 ]]; then
+    # shellcheck source=bench/near_cache.sh
+    source "$ROOT/bench/near_cache.sh"
+fi
+if [[ $NEAR == only ]]; then
+    near_cache_section
+    log "done"
+    exit 0
+fi
+if [[ $DRAIN != 0 ]]; then
+    # shellcheck source=bench/drain.sh
+    source "$ROOT/bench/drain.sh"
+fi
+if [[ $DRAIN == only ]]; then
+    drain_section
     log "done"
     exit 0
 fi
@@ -459,5 +502,11 @@ if [[ $CLUSTER == 1 ]]; then
 fi
 if [[ $BATCH == 1 ]]; then
     batch_section
+fi
+if [[ $NEAR == 1 ]]; then
+    near_cache_section
+fi
+if [[ $DRAIN == 1 ]]; then
+    drain_section
 fi
 log "done"
