@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc_cpu.h"
 #include "client/presence_client.h"
 
 struct options {
@@ -47,24 +48,6 @@ static double mono_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* utime + stime of pid, seconds; -1 if unreadable. */
-static double cpu_seconds(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    unsigned long long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static _Atomic int phase; /* 0 warm-up, 1 measuring, 2 stop */
@@ -233,12 +216,12 @@ static int run(bool batch, struct result *out)
     }
     struct timespec warm = {(time_t)opt.warmup, (long)((opt.warmup - (time_t)opt.warmup) * 1e9)};
     nanosleep(&warm, NULL);
-    double cpu0 = opt.server_pid ? cpu_seconds(opt.server_pid) : 0, t0 = mono_s();
+    double cpu0 = opt.server_pid ? proc_cpu_seconds(opt.server_pid) : 0, t0 = mono_s();
     atomic_store(&phase, 1);
     struct timespec dur = {(time_t)opt.duration, (long)((opt.duration - (time_t)opt.duration) * 1e9)};
     nanosleep(&dur, NULL);
     atomic_store(&phase, 2);
-    double t1 = mono_s(), cpu1 = opt.server_pid ? cpu_seconds(opt.server_pid) : 0;
+    double t1 = mono_s(), cpu1 = opt.server_pid ? proc_cpu_seconds(opt.server_pid) : 0;
     uint64_t users = 0, rounds = 0, refused = 0;
     int rc = 0;
     for (int i = 0; i < opt.conns; i++) {
@@ -321,7 +304,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (opt.server_pid && cpu_seconds(opt.server_pid) < 0) {
+    if (opt.server_pid && proc_cpu_seconds(opt.server_pid) < 0) {
         fprintf(stderr, "im-presence-batch-bench: cannot read /proc/%d/stat\n", opt.server_pid);
         return 2;
     }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc_cpu.h"
 #include "client/presence_client.h"
 #include "core/hash.h"
 
@@ -43,24 +44,6 @@ static double mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* utime + stime of pid, seconds; -1 if unreadable. */
-static double cpu_seconds(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static _Atomic int phase; /* 0 before the drain, 1 during it, 2 stop */
@@ -223,7 +206,7 @@ int main(int argc, char **argv)
         pthread_create(&q[i].thread, NULL, query_loop, &q[i]);
     usleep(100000); /* the queriers are connected and under way */
 
-    double cpu0 = opt.server_pid > 0 ? cpu_seconds(opt.server_pid) : -1;
+    double cpu0 = opt.server_pid > 0 ? proc_cpu_seconds(opt.server_pid) : -1;
     atomic_store(&phase, 1);
     double d0 = mono_ms();
     Mpim__DrainGatewayReq req = MPIM__DRAIN_GATEWAY_REQ__INIT;
@@ -232,7 +215,7 @@ int main(int argc, char **argv)
     int rc = pc_call(c, PR_METHOD_DRAIN_GATEWAY, &req.base, &m);
     double drain_ms = mono_ms() - d0;
     atomic_store(&phase, 2);
-    double cpu1 = opt.server_pid > 0 ? cpu_seconds(opt.server_pid) : -1;
+    double cpu1 = opt.server_pid > 0 ? proc_cpu_seconds(opt.server_pid) : -1;
     for (int i = 0; i < opt.queriers; i++)
         pthread_join(q[i].thread, NULL);
     if (rc < 0) {

@@ -201,7 +201,7 @@ static void on_renewed(struct redis_link *link, enum link_status status, redisRe
     struct drain *d = priv;
     int64_t kept;
     d->aside--;
-    if (status == LINK_REPLY && gateways_reply_int(reply, &kept) && kept == 0)
+    if (status == LINK_REPLY && redis_reply_int(reply, &kept) && kept == 0)
         log_warn(
             "gateway drain lock lost gateway=\"%s\": another instance may drain it too (harmless: a session "
             "ends once)",
@@ -303,7 +303,7 @@ static void on_step(struct redis_link *link, enum link_status status, redisReply
         return;
     const redisReply *out =
         reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 ? reply->element[1] : NULL;
-    if (out == NULL || !gateways_reply_int(reply->element[0], &d->taken) || out->type != REDIS_REPLY_ARRAY ||
+    if (out == NULL || !redis_reply_int(reply->element[0], &d->taken) || out->type != REDIS_REPLY_ARRAY ||
         out->elements % 3 != 0) {
         fail(d, MPIM__CODE__INTERNAL, "unexpected reply from the cache redis drain script");
         return;
@@ -312,7 +312,7 @@ static void on_step(struct redis_link *link, enum link_status status, redisReply
     for (size_t i = 0; i < ended; i++) {
         redisReply *const *e = &out->element[3 * i];
         int64_t what;
-        if (e[0]->type != REDIS_REPLY_STRING || !gateways_reply_int(e[1], &what) ||
+        if (e[0]->type != REDIS_REPLY_STRING || !redis_reply_int(e[1], &what) ||
             e[2]->type != REDIS_REPLY_STRING) {
             fail(d, MPIM__CODE__INTERNAL, "unexpected reply from the cache redis drain script");
             return;

@@ -64,21 +64,6 @@ bool gateways_noscript(enum link_status status, const redisReply *reply)
            strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
-bool gateways_reply_int(const redisReply *r, int64_t *out)
-{
-    if (r->type == REDIS_REPLY_INTEGER) {
-        *out = r->integer;
-        return true;
-    }
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
-        return false;
-    char buf[24], *end;
-    memcpy(buf, r->str, r->len);
-    buf[r->len] = '\0';
-    *out = strtoll(buf, &end, 10);
-    return *end == '\0';
-}
-
 /* --- GatewayHeartbeat: one script on the lease slot --- */
 
 static void send_lease(struct shard *s, struct pr_request *req, bool by_body);
@@ -92,7 +77,7 @@ static void on_lease(struct redis_link *link, enum link_status status, redisRepl
         return;
     }
     if (take_result(req, "cache", status, reply)) {
-        if (gateways_reply_int(reply, &req->count))
+        if (redis_reply_int(reply, &req->count))
             request_set_result(req, MPIM__CODE__OK, NULL);
         else
             request_set_result(req, MPIM__CODE__INTERNAL,

@@ -52,8 +52,6 @@ int gateways_eval(struct shard *s, int script, bool by_body, uint16_t slot, link
                   const struct gw_arg *args, int nargs, int nkeys);
 /* The reply says Redis does not have the script (flushed, a new master): run it by body once. */
 bool gateways_noscript(enum link_status status, const redisReply *reply);
-/* A number Lua sent as an integer or a string. */
-bool gateways_reply_int(const redisReply *r, int64_t *out);
 
 /* GatewayHeartbeat or DrainGateway popped from the inbox. */
 void gateways_dispatch(struct shard *s, struct pr_request *req);

@@ -1,6 +1,7 @@
 /* Any thread: pure functions of their arguments. */
 #include "shards/redis_result.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "presence.pb-c.h"
@@ -36,4 +37,19 @@ int redis_result(enum link_status status, const redisReply *reply)
 bool redis_not_run(enum link_status status, const redisReply *reply)
 {
     return status == LINK_NOT_SENT || (status == LINK_REPLY && reply != NULL && reply->type == REDIS_REPLY_ERROR);
+}
+
+bool redis_reply_int(const redisReply *r, int64_t *out)
+{
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *out = r->integer;
+        return true;
+    }
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
+        return false;
+    char buf[24], *end;
+    memcpy(buf, r->str, r->len);
+    buf[r->len] = '\0';
+    *out = strtoll(buf, &end, 10);
+    return *end == '\0';
 }

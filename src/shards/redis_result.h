@@ -5,6 +5,7 @@
 #define PR_SHARDS_REDIS_RESULT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <hiredis/hiredis.h>
 
@@ -19,5 +20,9 @@ int redis_result(enum link_status status, const redisReply *reply);
 /* Redis certainly did not run the command: it was never sent, or Redis refused it with an error
  * reply. Only then may a non-idempotent command (Deliver's PUBLISH) be sent again. */
 bool redis_not_run(enum link_status status, const redisReply *reply);
+
+/* A number a Lua script returned, as an integer or as a decimal string (a script returns numbers
+ * above 2^53 as strings). false: neither. */
+bool redis_reply_int(const redisReply *r, int64_t *out);
 
 #endif

@@ -252,29 +252,12 @@ static void start_script(struct shard *s, struct pr_request *req, bool by_body)
     }
 }
 
-/* A number Lua sent as a string or an integer. */
-static bool reply_int(const redisReply *r, int64_t *out)
-{
-    if (r->type == REDIS_REPLY_INTEGER) {
-        *out = r->integer;
-        return true;
-    }
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
-        return false;
-    char buf[24], *end;
-    memcpy(buf, r->str, r->len);
-    buf[r->len] = '\0';
-    long long v = strtoll(buf, &end, 10);
-    *out = v;
-    return *end == '\0';
-}
-
 /* Bind's {epoch, {device, gateway, platform, epoch, last_seen_ms, ...}}. */
 static bool take_bind(struct pr_request *req, const redisReply *r)
 {
     /* A third element: the gateway's index was not written (gateways_index_fallback). */
     if (r->type != REDIS_REPLY_ARRAY || (r->elements != 2 && r->elements != 3) ||
-        !reply_int(r->element[0], &req->epoch) ||
+        !redis_reply_int(r->element[0], &req->epoch) ||
         r->element[1]->type != REDIS_REPLY_ARRAY || r->element[1]->elements % 5 != 0)
         return false;
     const redisReply *d = r->element[1];
@@ -291,8 +274,8 @@ static bool take_bind(struct pr_request *req, const redisReply *r)
         redisReply **e = &d->element[i * 5];
         struct session_view v;
         int64_t platform;
-        if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING || !reply_int(e[2], &platform) ||
-            !reply_int(e[3], &v.epoch) || !reply_int(e[4], &v.last_seen_ms))
+        if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING || !redis_reply_int(e[2], &platform) ||
+            !redis_reply_int(e[3], &v.epoch) || !redis_reply_int(e[4], &v.last_seen_ms))
             return false;
         v.device = e[0]->str, v.device_len = e[0]->len;
         v.gateway = e[1]->str, v.gateway_len = e[1]->len;
@@ -307,8 +290,8 @@ static bool take_change(struct pr_request *req, const redisReply *r)
 {
     int64_t changed, what;
     /* A fourth element: as take_bind's third. */
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || !reply_int(r->element[0], &changed) ||
-        !reply_int(r->element[1], &what) || r->element[2]->type != REDIS_REPLY_STRING)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || !redis_reply_int(r->element[0], &changed) ||
+        !redis_reply_int(r->element[1], &what) || r->element[2]->type != REDIS_REPLY_STRING)
         return false;
     req->flag = changed == 1;
     req->notice = what == 1 ? NOTICE_LOGOUT : what == 2 ? NOTICE_MOVED : NOTICE_NONE;

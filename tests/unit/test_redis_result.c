@@ -81,3 +81,21 @@ Test(redis_result, not_run_only_when_certain)
     cr_assert_not(redis_not_run(LINK_LOST, NULL), "a lost reply may have run");
     cr_assert_not(redis_not_run(LINK_REPLY, &ok));
 }
+
+Test(redis_result, a_script_number_is_read_from_an_integer_or_a_decimal_string)
+{
+    int64_t v = 0;
+    redisReply i = {.type = REDIS_REPLY_INTEGER, .integer = 42};
+    cr_assert(redis_reply_int(&i, &v));
+    cr_assert_eq(v, 42);
+    redisReply s = reply_of(REDIS_REPLY_STRING, "1732912345678901");
+    cr_assert(redis_reply_int(&s, &v));
+    cr_assert_eq(v, 1732912345678901LL);
+    const char *bad[] = {"", "12x", "x", "123456789012345678901"};
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        redisReply b = reply_of(REDIS_REPLY_STRING, bad[k]);
+        cr_assert_not(redis_reply_int(&b, &v), "'%s'", bad[k]);
+    }
+    redisReply nil = {.type = REDIS_REPLY_NIL};
+    cr_assert_not(redis_reply_int(&nil, &v));
+}
