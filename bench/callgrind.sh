@@ -8,6 +8,7 @@
 # im-presence (2 shards) under callgrind, drives it with im-presence-bench (c=8, P=16, 1000 users,
 # preloaded, 4 s), and divides the server's total instructions (every thread, start-up and
 # preload included) by the requests it served. The callgrind output stays in build/profile/cg/.
+# CG_NEAR_CACHE sets [route] near_cache (default: the server's, 100000; 0: every lookup reads Redis).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$ROOT/build/profile
@@ -48,6 +49,8 @@ cat >"$TMP/p.ini" <<INI
 [presence_service]
 port = $SPORT
 thread_count = 2
+[route]
+near_cache = ${CG_NEAR_CACHE:-100000}
 [metrics]
 port = 0
 [redis_cache]
@@ -60,6 +63,7 @@ mkdir -p "$BUILD/cg"
 printf '| method | requests | instructions | instructions/request |\n|---|---:|---:|---:|\n'
 for m in "${METHODS[@]}"; do
     out=$BUILD/cg/callgrind.$m
+    rm -f "$out".* # an earlier run's file would be counted instead
     valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$BUILD/im-presence" -c "$TMP/p.ini" \
         >"$TMP/server.$m.log" 2>&1 &
     vpid=$!
