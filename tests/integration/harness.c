@@ -635,6 +635,14 @@ struct pc_client *it_connect(void)
     cr_assert_not_null(r->result, what "Resp without result");                                               \
     return r
 
+void *it_call(struct pc_client *c, int method, const ProtobufCMessage *req)
+{
+    ProtobufCMessage *m = NULL;
+    cr_assert_eq(pc_call(c, method, req, &m), 0, "%s: %s", request_method_name(method), pc_error(c));
+    cr_assert_not_null(m);
+    return m;
+}
+
 Mpim__BindRouteResp *it_bind(struct pc_client *c, int64_t uid, const char *gw)
 {
     TYPED_CALL(Mpim__BindRouteResp, "BindRoute", pc_bind(c, uid, gw, &r));
@@ -906,6 +914,16 @@ double it_metric_sum(const char *text, const char *family)
             line++;
     }
     return sum;
+}
+
+double it_metric_series(const struct it_server *s, const char *series)
+{
+    char *body = NULL;
+    int status = it_http_get(it_metrics_port(s), "/metrics", NULL, &body);
+    cr_assert_eq(status, 200, "GET /metrics: %d", status);
+    double v = it_metric(body, series);
+    free(body);
+    return v;
 }
 
 double it_metric_now(const struct it_server *s, const char *family)

@@ -205,6 +205,9 @@ double it_metric(const char *text, const char *series);
 /* The sum of every sample of `family` (any labels), e.g. impresence_shard_inflight over all
  * shards; NAN if there is none. */
 double it_metric_sum(const char *text, const char *family);
+/* it_metric of one scrape of s's /metrics: one series, name and labels exactly as exposed;
+ * NAN if absent. */
+double it_metric_series(const struct it_server *s, const char *series);
 /* it_metric_sum of one scrape of s's /metrics (asserts the family is there). */
 double it_metric_now(const struct it_server *s, const char *family);
 /* Scrape s's /metrics until the sum of family equals want; asserts within timeout_ms. The way a
@@ -227,6 +230,8 @@ Mpim__DeliverResp *it_deliver(struct pc_client *c, int64_t uid, const void *msg,
 Mpim__UnbindRouteResp *it_unbind(struct pc_client *c, int64_t uid, const char *gw);
 Mpim__HeartbeatResp *it_heartbeat(struct pc_client *c, int64_t uid, const char *gw);
 #define it_free(resp) protobuf_c_message_free_unpacked(&(resp)->base, NULL)
+/* Any method's call (asserts the transport worked): the response, as method's type. */
+void *it_call(struct pc_client *c, int method, const ProtobufCMessage *req);
 
 /* A whole request frame for any service/method name and message (NULL: no args), malloc'd. */
 uint8_t *it_frame(const char *service, const char *method, const ProtobufCMessage *args, size_t *len);

@@ -139,11 +139,7 @@ static void expect_timestamp_now(int64_t ts)
 /* One series of a fresh /metrics scrape; 0 if absent. */
 static double series(const char *name)
 {
-    char *body = NULL;
-    int status = it_http_get(it_metrics_port(&FX.srv), "/metrics", NULL, &body);
-    cr_assert_eq(status, 200, "GET /metrics: %d", status);
-    double v = it_metric(body, name);
-    free(body);
+    double v = it_metric_series(&FX.srv, name);
     return v != v ? 0 : v; /* NAN: not emitted yet */
 }
 

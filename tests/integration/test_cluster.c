@@ -136,12 +136,7 @@ static void expect_ttl_near(int port, const char *key, int ttl)
 /* One series (name and labels exactly as exposed) of a fresh scrape; NAN if absent. */
 static double series(const char *name)
 {
-    char *body = NULL;
-    int status = it_http_get(it_metrics_port(&FX.srv), "/metrics", NULL, &body);
-    cr_assert_eq(status, 200, "GET /metrics: %d", status);
-    double v = it_metric(body, name);
-    free(body);
-    return v;
+    return it_metric_series(&FX.srv, name);
 }
 
 static void wait_series(const char *name, double want, int timeout_ms)
@@ -772,16 +767,11 @@ static int gw_seq(int64_t uid, const uint8_t *data, size_t len)
 /* What a round does while its requests are in flight (a failover, a kill); NULL: nothing. */
 typedef void in_flight_fn(void *arg);
 
-/* One pipelined round: LOAD_REPS times, each user bound to a new gateway (a distinct value),
- * then queried; `during` runs once every request is written. Every answer is OK or UNAVAILABLE,
- * the round within the section's timeout (+ slack): never a hang, never INTERNAL. A Query OK
- * names its own user's gateway, the one just bound if that Bind was OK. Returns the answers that
- * were not OK. */
-static int load_round(struct pc_client *c, struct load *L, in_flight_fn *during, void *arg)
+/* Send one round: a Bind to a new gateway then a Query of the same user, LOAD_REPS times per user;
+ * seq[k] is the k-th Bind's sequence number. Returns when the round was flushed. */
+static double send_round(struct pc_client *c, struct load *L, int *seq)
 {
-    enum { N = LOAD_REPS * LOAD_USERS };
-    int seq[N];
-    for (int k = 0; k < N; k++) {
+    for (int k = 0; k < LOAD_REPS * LOAD_USERS; k++) {
         int i = k % LOAD_USERS;
         char gw[32];
         seq[k] = L->sent[i] = L->seq++;
@@ -791,6 +781,19 @@ static int load_round(struct pc_client *c, struct load *L, in_flight_fn *during,
     }
     double t0 = it_mono_ms();
     cr_assert_eq(pc_flush(c), 0, "%s", pc_error(c));
+    return t0;
+}
+
+/* One pipelined round: LOAD_REPS times, each user bound to a new gateway (a distinct value),
+ * then queried; `during` runs once every request is written. Every answer is OK or UNAVAILABLE,
+ * the round within the section's timeout (+ slack): never a hang, never INTERNAL. A Query OK
+ * names its own user's gateway, the one just bound if that Bind was OK. Returns the answers that
+ * were not OK. */
+static int load_round(struct pc_client *c, struct load *L, in_flight_fn *during, void *arg)
+{
+    enum { N = LOAD_REPS * LOAD_USERS };
+    int seq[N];
+    double t0 = send_round(c, L, seq);
     if (during != NULL)
         during(arg);
     int not_ok = 0;
@@ -1049,16 +1052,7 @@ static void wr_round(struct pc_client *c, struct load *L, in_flight_fn *during, 
     enum { N = LOAD_REPS * LOAD_USERS };
     int seq[N];
     memset(t, 0, sizeof(*t));
-    for (int k = 0; k < N; k++) {
-        int i = k % LOAD_USERS;
-        char gw[32];
-        seq[k] = L->sent[i] = L->seq++;
-        snprintf(gw, sizeof(gw), "gw-%lld:%d", (long long)L->uid[i], seq[k]);
-        send_bind(c, L->uid[i], gw);
-        send_query(c, L->uid[i]);
-    }
-    double t0 = it_mono_ms();
-    cr_assert_eq(pc_flush(c), 0, "%s", pc_error(c));
+    double t0 = send_round(c, L, seq);
     for (int k = 0; k < N; k++) {
         int i = k % LOAD_USERS;
         if (during != NULL && k == N / 2)

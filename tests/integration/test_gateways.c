@@ -34,10 +34,7 @@ static Mpim__GatewayHeartbeatResp *lease(struct pc_client *c, const char *gw, in
     Mpim__GatewayHeartbeatReq q = MPIM__GATEWAY_HEARTBEAT_REQ__INIT;
     q.gateway_addr = it_bytes(gw);
     q.lease_ms = ms;
-    ProtobufCMessage *m = NULL;
-    cr_assert_eq(pc_call(c, PR_METHOD_GATEWAY_HEARTBEAT, &q.base, &m), 0, "GatewayHeartbeat: %s",
-                 pc_error(c));
-    Mpim__GatewayHeartbeatResp *r = (Mpim__GatewayHeartbeatResp *)m;
+    Mpim__GatewayHeartbeatResp *r = it_call(c, PR_METHOD_GATEWAY_HEARTBEAT, &q.base);
     cr_assert_not_null(r->result);
     return r;
 }
@@ -57,9 +54,7 @@ static Mpim__DrainGatewayResp *drain(struct pc_client *c, const char *gw)
 {
     Mpim__DrainGatewayReq q = MPIM__DRAIN_GATEWAY_REQ__INIT;
     q.gateway_addr = it_bytes(gw);
-    ProtobufCMessage *m = NULL;
-    cr_assert_eq(pc_call(c, PR_METHOD_DRAIN_GATEWAY, &q.base, &m), 0, "DrainGateway: %s", pc_error(c));
-    Mpim__DrainGatewayResp *r = (Mpim__DrainGatewayResp *)m;
+    Mpim__DrainGatewayResp *r = it_call(c, PR_METHOD_DRAIN_GATEWAY, &q.base);
     cr_assert_not_null(r->result);
     return r;
 }
@@ -81,9 +76,7 @@ static int64_t bind_dev(struct pc_client *c, int64_t uid, const char *gw, const 
     q.user_id = uid;
     q.gateway_addr = it_bytes(gw);
     q.device_id = (ProtobufCBinaryData){strlen(dev), (uint8_t *)dev};
-    ProtobufCMessage *m = NULL;
-    cr_assert_eq(pc_call(c, PR_METHOD_BIND, &q.base, &m), 0, "BindRoute: %s", pc_error(c));
-    Mpim__BindRouteResp *r = (Mpim__BindRouteResp *)m;
+    Mpim__BindRouteResp *r = it_call(c, PR_METHOD_BIND, &q.base);
     cr_assert_eq(r->result->code, MPIM__CODE__OK, "bind %lld %s '%s': %s %s", (long long)uid, gw, dev,
                  pc_code_name(r->result->code), r->result->msg);
     int64_t epoch = r->epoch;
@@ -149,11 +142,7 @@ static double series_sum(const struct it_server *const *srv, int n, const char *
 {
     double sum = 0;
     for (int i = 0; i < n; i++) {
-        char *body = NULL;
-        int status = it_http_get(it_metrics_port(srv[i]), "/metrics", NULL, &body);
-        cr_assert_eq(status, 200, "GET /metrics: %d", status);
-        double v = it_metric(body, name);
-        free(body);
+        double v = it_metric_series(srv[i], name);
         sum += v == v ? v : 0;
     }
     return sum;

@@ -288,12 +288,7 @@ IT(sentinel, confirmed_writes_survive_the_death_of_the_master)
 /* One series of a fresh /metrics scrape (name and labels exactly as exposed); NAN if absent. */
 static double series(const char *name)
 {
-    char *body = NULL;
-    int status = it_http_get(it_metrics_port(&FX.srv), "/metrics", NULL, &body);
-    cr_assert_eq(status, 200, "GET /metrics: %d", status);
-    double v = it_metric(body, name);
-    free(body);
-    return v;
+    return it_metric_series(&FX.srv, name);
 }
 
 /* Every sentinel forgets the master name (SENTINEL REMOVE; no +switch-master is published). */

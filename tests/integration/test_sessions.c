@@ -64,9 +64,7 @@ static Mpim__BindRouteResp *bind_dev(struct pc_client *c, int64_t uid, const cha
     q.gateway_addr = it_bytes(gw);
     q.device_id = (ProtobufCBinaryData){strlen(dev), (uint8_t *)dev};
     q.platform = platform;
-    ProtobufCMessage *m = NULL;
-    cr_assert_eq(pc_call(c, PR_METHOD_BIND, &q.base, &m), 0, "BindRoute: %s", pc_error(c));
-    Mpim__BindRouteResp *r = (Mpim__BindRouteResp *)m;
+    Mpim__BindRouteResp *r = it_call(c, PR_METHOD_BIND, &q.base);
     cr_assert_not_null(r->result);
     return r;
 }
@@ -79,9 +77,7 @@ static Mpim__UnbindRouteResp *unbind_dev(struct pc_client *c, int64_t uid, const
     q.gateway_addr = it_bytes(gw);
     q.device_id = (ProtobufCBinaryData){strlen(dev), (uint8_t *)dev};
     q.epoch = epoch;
-    ProtobufCMessage *m = NULL;
-    cr_assert_eq(pc_call(c, PR_METHOD_UNBIND, &q.base, &m), 0, "UnbindRoute: %s", pc_error(c));
-    Mpim__UnbindRouteResp *r = (Mpim__UnbindRouteResp *)m;
+    Mpim__UnbindRouteResp *r = it_call(c, PR_METHOD_UNBIND, &q.base);
     cr_assert_not_null(r->result);
     return r;
 }
@@ -94,9 +90,7 @@ static Mpim__HeartbeatResp *heartbeat_dev(struct pc_client *c, int64_t uid, cons
     q.gateway_addr = it_bytes(gw);
     q.device_id = (ProtobufCBinaryData){strlen(dev), (uint8_t *)dev};
     q.epoch = epoch;
-    ProtobufCMessage *m = NULL;
-    cr_assert_eq(pc_call(c, PR_METHOD_HEARTBEAT, &q.base, &m), 0, "Heartbeat: %s", pc_error(c));
-    Mpim__HeartbeatResp *r = (Mpim__HeartbeatResp *)m;
+    Mpim__HeartbeatResp *r = it_call(c, PR_METHOD_HEARTBEAT, &q.base);
     cr_assert_not_null(r->result);
     return r;
 }
