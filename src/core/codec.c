@@ -164,7 +164,7 @@ int codec_decode_request(struct pr_request *req, const uint8_t *args, size_t len
         return 0;
     bool batch = req->method == PR_METHOD_BATCH_QUERY || req->method == PR_METHOD_BATCH_DELIVER;
     /* Gateway leases and drains (§8) name a gateway, no user. */
-    bool gateway_call = req->method == PR_METHOD_GATEWAY_HEARTBEAT || req->method == PR_METHOD_DRAIN_GATEWAY;
+    bool gateway_call = request_names_gateway(req->method);
     /* A batch's ids are judged one by one (INVALID in their own entries), its size by the acceptor. */
     const char *why = batch || gateway_call ? NULL : codec_check_user_id(req->user_id);
     if (why == NULL && !batch && req->method != PR_METHOD_QUERY && req->method != PR_METHOD_DELIVER)

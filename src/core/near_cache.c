@@ -258,23 +258,8 @@ int near_cache_copy_sessions(const struct pr_sessions *from, struct pr_sessions 
     *out = NULL;
     if (from == NULL || from->n == 0)
         return 0;
-    /* The strings were copied NUL-terminated into the pool (session_list_add), as the codec
-     * reads them. */
-    size_t bytes = 0;
-    for (size_t i = 0; i < from->n; i++)
-        bytes += strlen(from->items[i].device_id) + strlen(from->items[i].gateway_addr);
-    struct pr_sessions *l = session_list_new(from->n, bytes);
-    if (l == NULL)
-        return -1;
-    for (size_t i = 0; i < from->n; i++) {
-        const Mpim__Session *m = &from->items[i];
-        struct session_view v = {.device = m->device_id, .device_len = strlen(m->device_id),
-                                 .gateway = m->gateway_addr, .gateway_len = strlen(m->gateway_addr),
-                                 .platform = m->platform, .epoch = m->epoch, .last_seen_ms = m->last_seen_ms};
-        session_list_add(l, &v);
-    }
-    *out = l;
-    return 0;
+    *out = session_list_clone(from);
+    return *out != NULL ? 0 : -1;
 }
 
 /* "<digits>" or "{<digits>}" as a positive int64. */

@@ -108,6 +108,12 @@ void request_set_result(struct pr_request *req, int code, const char *fmt, ...)
  * owner only (the acceptor, or a shard for the requests it makes itself: shards/batch_run.c). */
 void request_reset(struct pr_request *req);
 
+/* GatewayHeartbeat and DrainGateway name a gateway, no user: they go to the gateway's shard and
+ * are checked by their gateway_addr. */
+static inline bool request_names_gateway(int method)
+{
+    return method == PR_METHOD_GATEWAY_HEARTBEAT || method == PR_METHOD_DRAIN_GATEWAY;
+}
 const char *request_method_name(int method);
 /* The name of a Mpim__Code as the proto spells it ("OK", "INVALID", ...); "UNKNOWN" for any
  * other value. The one table: metrics labels, the CLI, the client library and the bench use it. */

@@ -95,6 +95,24 @@ void session_list_add(struct pr_sessions *l, const struct session_view *v)
     l->wire_bound += 11 + 11 + v->device_len + 11 + v->gateway_len + 33;
 }
 
+struct pr_sessions *session_list_clone(const struct pr_sessions *from)
+{
+    struct pr_sessions *l = session_list_new(from->n, from->pool_used - 2 * from->n);
+    if (l == NULL)
+        return NULL;
+    memcpy(l->pool, from->pool, from->pool_used);
+    for (size_t i = 0; i < from->n; i++) {
+        l->items[i] = from->items[i];
+        l->items[i].device_id = l->pool + (from->items[i].device_id - from->pool);
+        l->items[i].gateway_addr = l->pool + (from->items[i].gateway_addr - from->pool);
+        l->ptrs[i] = &l->items[i];
+    }
+    l->n = from->n;
+    l->pool_used = from->pool_used;
+    l->wire_bound = from->wire_bound;
+    return l;
+}
+
 void session_list_free(struct pr_sessions *l)
 {
     free(l);

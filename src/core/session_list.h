@@ -51,6 +51,8 @@ const char *session_check_device(const char *device, size_t len);
  * out of memory. Fill it with session_list_add, in the order they are to be sent. */
 struct pr_sessions *session_list_new(size_t n, size_t string_bytes);
 void session_list_add(struct pr_sessions *l, const struct session_view *v);
+/* A copy of a filled list, in one allocation (no string is measured again); NULL out of memory. */
+struct pr_sessions *session_list_clone(const struct pr_sessions *from);
 void session_list_free(struct pr_sessions *l);
 
 /* Sort views by epoch, highest first (QueryRoute's order). */

@@ -147,7 +147,7 @@ void acceptor_dispatch(struct acceptor *acc, struct conn *c, const uint8_t *args
         return;
     }
 
-    bool gateway_call = req->method == PR_METHOD_GATEWAY_HEARTBEAT || req->method == PR_METHOD_DRAIN_GATEWAY;
+    bool gateway_call = request_names_gateway(req->method);
     uint32_t i = gateway_call ? hash_bytes_shard(req->gateway.data, req->gateway.len, (uint32_t)acc->nshards)
                               : hash_shard(req->user_id, (uint32_t)acc->nshards);
     TRACE_HOOK(trace_stamp(req, TRACE_PUSHED));

@@ -15,11 +15,11 @@
 #include "core/request.h"
 #include "presence.pb-c.h"
 #include "shards/gateways.h"
+#include "shards/handlers_common.h"
 #include "shards/lease_watch.h"
 #include "shards/redis_result.h"
 #include "shards/shard.h"
 
-#define ROUTE_CHANNEL "presence:route"
 /* A lease drain renews its lock every third of the lock's life: a live drainer never loses it,
  * a crashed one's lapses LEASE_LOCK_MS after its last renewal and another instance takes over. */
 #define LOCK_RENEW_S (LEASE_LOCK_MS / 3000.0)
@@ -294,7 +294,7 @@ static void on_step(struct redis_link *link, enum link_status status, redisReply
     struct drain *d = priv;
     struct shard *s = d->s;
     d->busy = false;
-    if (gateways_noscript(status, reply) && d->attempts == 1) {
+    if (redis_noscript(status, reply) && d->attempts == 1) {
         step(d, true);
         return;
     }
@@ -373,7 +373,7 @@ static void on_finished(struct redis_link *link, enum link_status status, redisR
     (void)link;
     struct drain *d = priv;
     d->busy = false;
-    if (gateways_noscript(status, reply) && d->attempts == 1) {
+    if (redis_noscript(status, reply) && d->attempts == 1) {
         finish(d, true);
         return;
     }

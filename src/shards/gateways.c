@@ -45,23 +45,12 @@ void gateways_arg_index(struct shard *s, const struct pr_request *req)
 int gateways_eval(struct shard *s, int script, bool by_body, uint16_t slot, link_reply_fn *fn, void *priv,
                   const struct gw_arg *args, int nargs, int nkeys)
 {
-    struct shard_script *sc = &s->gw_scripts[script];
-    bool eval = by_body || sc->sha[0] == '\0';
-    resp_start(&s->resp, 3 + nargs);
-    resp_arg_str(&s->resp, eval ? "EVAL" : "EVALSHA");
-    resp_arg_str(&s->resp, eval ? sc->body : sc->sha);
-    resp_arg_id(&s->resp, "", nkeys, "", NULL, 0);
+    resp_start_script(s, &s->gw_scripts[script], by_body, nkeys, nargs);
     for (int i = 0; i < nargs; i++)
         resp_arg(&s->resp, args[i].p, args[i].len);
     if (s->resp.failed)
         return -1;
     return router_send(&s->cache, slot, fn, priv, s->resp.buf, s->resp.len);
-}
-
-bool gateways_noscript(enum link_status status, const redisReply *reply)
-{
-    return status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR &&
-           strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
 /* --- GatewayHeartbeat: one script on the lease slot --- */
@@ -72,7 +61,7 @@ static void on_lease(struct redis_link *link, enum link_status status, redisRepl
 {
     struct pr_request *req = priv;
     struct shard *s = shard_of(link);
-    if (gateways_noscript(status, reply) && req->attempts == 1) {
+    if (redis_noscript(status, reply) && req->attempts == 1) {
         send_lease(s, req, true);
         return;
     }

@@ -50,8 +50,6 @@ void gateways_arg_index(struct shard *s, const struct pr_request *req);
  * args[0..nkeys) as KEYS and the rest as ARGV. 0, or -1: fn will not be called (not sent). */
 int gateways_eval(struct shard *s, int script, bool by_body, uint16_t slot, link_reply_fn *fn, void *priv,
                   const struct gw_arg *args, int nargs, int nkeys);
-/* The reply says Redis does not have the script (flushed, a new master): run it by body once. */
-bool gateways_noscript(enum link_status status, const redisReply *reply);
 
 /* GatewayHeartbeat or DrainGateway popped from the inbox. */
 void gateways_dispatch(struct shard *s, struct pr_request *req);

@@ -47,6 +47,15 @@ static void arg_user_key(struct shard *s, const struct pr_request *req, const ch
         resp_arg_id(&s->resp, prefix, (long long)req->user_id, "", NULL, 0);
 }
 
+void resp_start_script(struct shard *s, const struct shard_script *sc, bool by_body, int nkeys, int nrest)
+{
+    bool eval = by_body || sc->sha[0] == '\0';
+    resp_start(&s->resp, 3 + nrest);
+    resp_arg_str(&s->resp, eval ? "EVAL" : "EVALSHA");
+    resp_arg_str(&s->resp, eval ? sc->body : sc->sha);
+    resp_arg_id(&s->resp, "", nkeys, "", NULL, 0);
+}
+
 void arg_route_key(struct shard *s, const struct pr_request *req)
 {
     arg_user_key(s, req, "user:route:", "user:route:{");
@@ -378,7 +387,7 @@ void handlers_dispatch(struct shard *s, struct pr_request *req)
         batch_run_start(s, req); /* each id comes back here as its single call, with its own slot */
         return;
     }
-    if (req->method == PR_METHOD_GATEWAY_HEARTBEAT || req->method == PR_METHOD_DRAIN_GATEWAY) {
+    if (request_names_gateway(req->method)) {
         gateways_dispatch(s, req); /* names a gateway, no user: its keys have slots of their own */
         return;
     }

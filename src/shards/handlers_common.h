@@ -10,6 +10,15 @@
 
 struct shard;
 
+/* The notice channels (contract §3, §6): route changes, and sessions a Bind ended. */
+#define ROUTE_CHANNEL "presence:route"
+#define KICK_CHANNEL "presence:kick"
+
+struct shard_script;
+/* Start s->resp as EVALSHA (EVAL while the SHA is unknown, or by_body after a NOSCRIPT, which
+ * caches it again) of sc with nkeys keys, followed by nrest more arguments (keys, then ARGV). */
+void resp_start_script(struct shard *s, const struct shard_script *sc, bool by_body, int nkeys, int nrest);
+
 /* The shard a link belongs to (its owner). */
 struct shard *shard_of(struct redis_link *link);
 /* Send the command built in s->resp about req's user (its slot on a cluster). -1: not sent. */

@@ -36,7 +36,7 @@ static void on_claimed(struct redis_link *link, enum link_status status, redisRe
     (void)link;
     struct lease_watch *w = priv;
     w->claiming = false;
-    if (gateways_noscript(status, reply) && w->attempts == 1) {
+    if (redis_noscript(status, reply) && w->attempts == 1) {
         claim(w, true);
         return;
     }

@@ -53,3 +53,8 @@ bool redis_reply_int(const redisReply *r, int64_t *out)
     *out = strtoll(buf, &end, 10);
     return *end == '\0';
 }
+
+bool redis_noscript(enum link_status status, const redisReply *reply)
+{
+    return status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}

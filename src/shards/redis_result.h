@@ -21,6 +21,10 @@ int redis_result(enum link_status status, const redisReply *reply);
  * reply. Only then may a non-idempotent command (Deliver's PUBLISH) be sent again. */
 bool redis_not_run(enum link_status status, const redisReply *reply);
 
+/* EVALSHA refused: Redis does not have the script (SCRIPT FLUSH, a failover, a new master); run
+ * it by body once. */
+bool redis_noscript(enum link_status status, const redisReply *reply);
+
 /* A number a Lua script returned, as an integer or as a decimal string (a script returns numbers
  * above 2^53 as strings). false: neither. */
 bool redis_reply_int(const redisReply *r, int64_t *out);

@@ -143,8 +143,7 @@ int tracking_link_ping(struct tracking_link *tl, void *group)
     tl->pings[tl->ping_tail++ & tl->ping_mask] = (struct tl_ping){group, tl->last_sent};
     if (first)
         arm_timer(tl); /* from the idle probe's due time to this PING's deadline */
-    if (flush_out(tl) < 0)
-        return 0; /* torn down: the group has had its callback (TL_LOST) */
+    (void)flush_out(tl); /* on failure torn down: the group has had its callback (TL_LOST) */
     return 0;
 }
 

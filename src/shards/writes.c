@@ -15,9 +15,6 @@
 #include "shards/route_cache.h"
 #include "shards/shard.h"
 
-#define ROUTE_CHANNEL "presence:route"
-#define KICK_CHANNEL "presence:kick"
-
 /* --- after a write: kicks and the route-change notice, then the answer --- */
 
 enum notice {
@@ -215,13 +212,9 @@ static int run_script(struct shard *s, struct pr_request *req, bool by_body)
                                            [LOGIN_PER_PLATFORM] = "per_platform"};
     const struct presence_conf *c = s->conf;
     struct shard_script *sc = script_of(s, req->method);
-    bool eval = by_body || sc->sha[0] == '\0';
     int argc = (req->method == PR_METHOD_BIND ? 6 : req->method == PR_METHOD_UNBIND ? 4 : 5) + 2;
     req->attempts++;
-    resp_start(&s->resp, 6 + argc);
-    resp_arg_str(&s->resp, eval ? "EVAL" : "EVALSHA");
-    resp_arg_str(&s->resp, eval ? sc->body : sc->sha);
-    resp_arg_str(&s->resp, "3");
+    resp_start_script(s, sc, by_body, 3, 3 + argc);
     arg_route_key(s, req);
     arg_status_key(s, req);
     arg_sessions_key(s, req);
@@ -306,8 +299,7 @@ static void on_script_result(struct redis_link *link, enum link_status status, r
     struct shard *s = shard_of(link);
     /* Scripts flushed (SCRIPT FLUSH, a failover, a cluster master that never loaded them): run
      * it by body once. */
-    if (status == LINK_REPLY && reply->type == REDIS_REPLY_ERROR && req->attempts == 1 &&
-        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+    if (redis_noscript(status, reply) && req->attempts == 1) {
         start_script(s, req, true);
         return;
     }

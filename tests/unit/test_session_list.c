@@ -101,3 +101,31 @@ Test(session_list, a_list_encodes_as_repeated_sessions_within_its_bound)
     free(buf);
     session_list_free(l);
 }
+
+Test(session_list, a_clone_is_equal_and_owns_its_strings)
+{
+    struct session_view in[2] = {
+        {"", 0, "gw-a:1", 6, 0, 100, 1000},
+        {"tablet.2", 8, "a|b", 3, 255, 98, 998},
+    };
+    struct pr_sessions *l = session_list_new(2, 6 + 8 + 3);
+    cr_assert_not_null(l);
+    for (int i = 0; i < 2; i++)
+        session_list_add(l, &in[i]);
+    struct pr_sessions *c = session_list_clone(l);
+    cr_assert_not_null(c);
+    cr_assert_eq(c->n, 2);
+    cr_assert_eq(c->wire_bound, l->wire_bound);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(c->ptrs[i], &c->items[i]);
+        cr_assert_str_eq(c->items[i].device_id, l->items[i].device_id);
+        cr_assert_str_eq(c->items[i].gateway_addr, l->items[i].gateway_addr);
+        cr_assert_neq(c->items[i].gateway_addr, l->items[i].gateway_addr, "shares the original's pool");
+        cr_assert_eq(c->items[i].epoch, in[i].epoch);
+        cr_assert_eq(c->items[i].platform, in[i].platform);
+        cr_assert_eq(c->items[i].last_seen_ms, in[i].last_seen_ms);
+    }
+    session_list_free(l); /* the clone outlives it */
+    cr_assert_str_eq(c->items[1].gateway_addr, "a|b");
+    session_list_free(c);
+}
