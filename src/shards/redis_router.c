@@ -494,7 +494,7 @@ int router_link_index(const struct redis_router *r, const struct redis_link *lin
 {
     if (!r->cluster)
         return link == &r->single ? 0 : -1;
-    for (int i = 0; i < (int)CLUSTER_MAP_MAX_NODES; i++)
+    for (int i = 0; i < (int)r->map->nnodes; i++) /* no node index is at nnodes or above */
         if (r->node[i] == link)
             return i;
     return -1;
